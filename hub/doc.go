@@ -1,0 +1,18 @@
+// Package hub keeps the live presence snapshot of SIP registrations and fans
+// every change out to subscribers.
+//
+// Concurrency contract: one owner goroutine (started by Run) is the only
+// writer. It applies updates from a Source, runs the hub's own expiry clock,
+// assigns per-realm sequence numbers and pushes encoded changes into the
+// subscribers' bounded queues. Readers (REST, dashboard) take a per-realm read
+// lock and never wait for the owner's work on other realms. Subscribe takes the
+// realm's write lock, so the snapshot it returns and the first change it queues
+// are adjacent: nothing falls between them and nothing is delivered twice.
+// Pushing into a subscriber never blocks: a full queue is conflated (latest
+// state per user) and, if that is not enough, marked for a fresh snapshot.
+//
+// Presence is partitioned by SIP realm (lower-cased). The mapping from account
+// to realm lives outside the hub; one realm is one account.
+//
+// hub imports only the standard library.
+package hub

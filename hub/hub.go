@@ -1,0 +1,517 @@
+package hub
+
+import (
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Events of a change.
+const (
+	EventRegistered   = "registered"   // a new binding
+	EventRefreshed    = "refreshed"    // same binding, new expiry
+	EventUpdated      = "updated"      // contact, protocol, proxy or flags changed
+	EventUnregistered = "unregistered" // removed before its deadline (un-REGISTER)
+	EventExpired      = "expired"      // the hub's clock passed the deadline
+)
+
+// Source feeds the hub from the registration store. Watch runs until ctx is
+// done. Every time it has (re)subscribed to changes it must load the complete
+// state and pass it to Resync; between resyncs it calls Update for every key
+// that may have changed (reg nil when the key is gone).
+type Source interface {
+	Watch(ctx context.Context, sink Sink) error
+}
+
+// Sink is what a Source feeds; *Hub implements it.
+type Sink interface {
+	Resync(regs []Registration)
+	Update(updates ...Update)
+}
+
+// Update says the registration stored for AOR is now Reg (nil: none).
+type Update struct {
+	AOR string
+	Reg *Registration
+}
+
+// Options tune a Hub. Zero values take the defaults.
+type Options struct {
+	// History is how many past changes per realm are kept for resume (default 1024, min 100).
+	History int
+	// QueueLen bounds each subscriber's queue (default 256).
+	QueueLen int
+	// Logger receives the hub's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now); tests may replace it.
+	Now func() time.Time
+}
+
+// Metrics are cumulative counters of the hub.
+type Metrics struct {
+	Changes      atomic.Uint64 // changes emitted
+	Resyncs      atomic.Uint64 // full resyncs applied from the source
+	Conflations  atomic.Uint64 // subscriber queues compacted to latest state per user
+	SubResyncs   atomic.Uint64 // subscribers sent a fresh snapshot because they fell behind
+	Subscribers  atomic.Int64  // current subscriptions
+	Expirations  atomic.Uint64 // entries expired by the hub's own clock
+	SyncedAtUnix atomic.Int64  // last full resync, unix ms
+}
+
+// Hub owns the presence snapshot. Create it with New and start it with Run.
+type Hub struct {
+	opts  Options
+	log   *slog.Logger
+	now   func() time.Time
+	epoch string
+
+	ops   chan func()
+	ready atomic.Bool
+	done  chan struct{}
+
+	mu     sync.RWMutex // guards realms (the map, not the realms)
+	realms map[string]*realmState
+
+	// owned by the Run goroutine
+	deadlines deadlineHeap
+	timer     *time.Timer
+
+	Metrics Metrics
+}
+
+// New returns a hub that is not yet running.
+func New(opts Options) *Hub {
+	if opts.History < 100 {
+		opts.History = 1024
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 256
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var e [6]byte
+	_, _ = rand.Read(e[:])
+	return &Hub{
+		opts:   opts,
+		log:    opts.Logger,
+		now:    opts.Now,
+		epoch:  hex.EncodeToString(e[:]),
+		ops:    make(chan func(), 256),
+		done:   make(chan struct{}),
+		realms: make(map[string]*realmState),
+	}
+}
+
+// Epoch identifies this hub's history; it changes on every start.
+func (h *Hub) Epoch() string { return h.epoch }
+
+// Ready reports whether the first full sync from the source has been applied.
+func (h *Hub) Ready() bool { return h.ready.Load() }
+
+// Run owns the snapshot until ctx is done. If src is not nil its Watch is
+// run alongside; Run returns when ctx is done (or when Watch fails), closing
+// every subscription.
+func (h *Hub) Run(ctx context.Context, src Source) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	if src != nil {
+		go func() { errc <- src.Watch(ctx, h) }()
+	}
+	h.timer = time.NewTimer(time.Hour)
+	defer h.timer.Stop()
+	defer h.closeAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case op := <-h.ops:
+			op()
+			// Drain what is already queued before looking at the clock, so a
+			// burst is applied in one go.
+			for n := 0; n < 256; n++ {
+				select {
+				case op = <-h.ops:
+					op()
+					continue
+				default:
+				}
+				break
+			}
+		case <-h.timer.C:
+		}
+		h.expire()
+		h.resetTimer()
+	}
+}
+
+func (h *Hub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.realms {
+		r.mu.Lock()
+		for s := range r.subs {
+			s.close()
+		}
+		r.subs = make(map[*Subscription]struct{})
+		r.mu.Unlock()
+	}
+	close(h.done)
+}
+
+// do runs f on the owner goroutine and waits for it.
+func (h *Hub) do(f func()) {
+	ch := make(chan struct{})
+	select {
+	case h.ops <- func() { f(); close(ch) }:
+	case <-h.done:
+		return
+	}
+	select {
+	case <-ch:
+	case <-h.done:
+	}
+}
+
+// Resync replaces the whole snapshot with regs, emitting the differences as
+// changes. It implements Sink and blocks until applied.
+func (h *Hub) Resync(regs []Registration) {
+	h.do(func() { h.resync(regs) })
+}
+
+// Update applies changes of single keys. It implements Sink and blocks until
+// applied, which gives the source back-pressure.
+func (h *Hub) Update(updates ...Update) {
+	h.do(func() {
+		now := h.now()
+		for _, u := range updates {
+			if u.Reg != nil {
+				h.upsert(u.Reg, now)
+				continue
+			}
+			user, realm, ok := SplitAOR(u.AOR)
+			if !ok {
+				continue
+			}
+			h.remove(realm, user, now, false)
+		}
+	})
+}
+
+// SetClients replaces the known SIP clients of realm (lower-cased usernames
+// to flags); they give the flags of users that are not registered.
+func (h *Hub) SetClients(realm string, clients map[string]Flags) {
+	r := h.realm(realm, true)
+	r.mu.Lock()
+	r.clients = clients
+	r.mu.Unlock()
+}
+
+// SetClient adds, changes (present true) or removes one known SIP client.
+func (h *Hub) SetClient(realm, username string, f Flags, present bool) {
+	r := h.realm(realm, true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.clients == nil {
+		r.clients = make(map[string]Flags)
+	}
+	if present {
+		r.clients[lower(username)] = f
+	} else {
+		delete(r.clients, lower(username))
+	}
+}
+
+func (h *Hub) realm(name string, create bool) *realmState {
+	name = lower(name)
+	h.mu.RLock()
+	r := h.realms[name]
+	h.mu.RUnlock()
+	if r != nil || !create {
+		return r
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r = h.realms[name]; r == nil {
+		r = newRealm(name, h.opts.History)
+		h.realms[name] = r
+	}
+	return r
+}
+
+func (h *Hub) resync(regs []Registration) {
+	now := h.now()
+	seen := make(map[string]map[string]struct{})
+	for i := range regs {
+		reg := &regs[i]
+		h.upsert(reg, now)
+		m := seen[reg.Realm]
+		if m == nil {
+			m = make(map[string]struct{})
+			seen[reg.Realm] = m
+		}
+		m[reg.User] = struct{}{}
+	}
+	h.mu.RLock()
+	all := make([]*realmState, 0, len(h.realms))
+	for _, r := range h.realms {
+		all = append(all, r)
+	}
+	h.mu.RUnlock()
+	for _, r := range all {
+		var gone []string
+		r.mu.RLock()
+		for u := range r.users {
+			if _, ok := seen[r.name][u]; !ok {
+				gone = append(gone, u)
+			}
+		}
+		r.mu.RUnlock()
+		for _, u := range gone {
+			h.remove(r.name, u, now, false)
+		}
+	}
+	h.Metrics.Resyncs.Add(1)
+	h.Metrics.SyncedAtUnix.Store(now.UnixMilli())
+	if !h.ready.Swap(true) {
+		h.log.Info("presence snapshot loaded", "registrations", len(regs))
+	}
+}
+
+// upsert stores reg and emits registered, refreshed or updated (nothing when
+// it is identical to what the hub has, as for the "expire" notification that
+// follows every SETEX).
+func (h *Hub) upsert(in *Registration, now time.Time) {
+	reg := *in
+	reg.Realm = lower(reg.Realm)
+	if reg.ExpiryTime == 0 && !reg.Deadline.IsZero() {
+		reg.ExpiryTime = reg.Deadline.UnixMilli()
+	}
+	if !reg.Deadline.IsZero() && !reg.Deadline.After(now) {
+		// Already lapsed: Redis will drop it; treat as absent.
+		h.remove(reg.Realm, reg.User, now, true)
+		return
+	}
+	r := h.realm(reg.Realm, true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.users[reg.User]
+	event := EventRegistered
+	since := now
+	if old != nil {
+		since = old.since
+		switch {
+		case old.reg.Contact != reg.Contact || old.reg.Protocol != reg.Protocol || old.reg.Proxy != reg.Proxy ||
+			old.reg.AllowDirectApp != reg.AllowDirectApp || old.reg.AllowDirectQueue != reg.AllowDirectQueue ||
+			old.reg.AllowDirectUser != reg.AllowDirectUser:
+			event = EventUpdated
+		case old.reg.ExpiryTime != reg.ExpiryTime:
+			event = EventRefreshed
+		default:
+			// Same record; only keep the fresher deadline.
+			if !reg.Deadline.IsZero() && !reg.Deadline.Equal(old.reg.Deadline) {
+				old.reg.Deadline = reg.Deadline
+				old.gen++
+				h.pushDeadline(r.name, reg.User, reg.Deadline, old.gen)
+			}
+			return
+		}
+	}
+	e := &entry{reg: reg, since: since, eventTime: now, event: event}
+	if old != nil {
+		e.gen = old.gen + 1
+	}
+	e.json = appendUser(nil, &e.reg)
+	if old == nil {
+		r.online++
+		r.protocols[reg.Protocol]++
+		r.list.Store(nil)
+	} else if old.reg.Protocol != reg.Protocol {
+		r.protocols[old.reg.Protocol]--
+		r.protocols[reg.Protocol]++
+	}
+	r.users[reg.User] = e
+	if !reg.Deadline.IsZero() {
+		h.pushDeadline(r.name, reg.User, reg.Deadline, e.gen)
+	}
+	h.emit(r, event, reg.User, e.json, now)
+}
+
+// remove deletes realm/user if present. expired tells whether the removal is
+// the lapse of the registration; when false it still counts as expired if the
+// entry's deadline has passed (Redis reporting the lapse first).
+func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
+	r := h.realm(realm, false)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.users[user]
+	if old == nil {
+		return
+	}
+	delete(r.users, user)
+	r.online--
+	r.protocols[old.reg.Protocol]--
+	r.list.Store(nil)
+	event := EventUnregistered
+	if expired || (!old.reg.Deadline.IsZero() && !old.reg.Deadline.After(now)) {
+		event = EventExpired
+		h.Metrics.Expirations.Add(1)
+	}
+	h.emit(r, event, user, appendInactive(nil, user, r.clients[lower(user)]), now)
+}
+
+// emit records a change of r (locked by the caller) and queues it for r's
+// subscribers.
+func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.Time) {
+	r.seq++
+	c := &Change{Realm: r.name, Seq: r.seq, Event: event, User: user, Time: now}
+	b := make([]byte, 0, len(userJSON)+64)
+	b = append(b, `"seq":`...)
+	b = appendUint(b, c.Seq)
+	b = append(b, `,"event":"`...)
+	b = append(b, event...)
+	b = append(b, `","user":`...)
+	b = withEventTime(b, userJSON, now)
+	c.Body = append(b, '}')
+	r.history.add(c)
+	r.recordActivity(now)
+	for s := range r.subs {
+		s.push(c)
+	}
+	h.Metrics.Changes.Add(1)
+}
+
+func (h *Hub) pushDeadline(realm, user string, d time.Time, gen uint64) {
+	heap.Push(&h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
+}
+
+// expire removes every entry whose own deadline has passed.
+func (h *Hub) expire() {
+	now := h.now()
+	for len(h.deadlines) > 0 && !h.deadlines[0].at.After(now) {
+		d := heap.Pop(&h.deadlines).(deadline)
+		r := h.realm(d.realm, false)
+		if r == nil {
+			continue
+		}
+		r.mu.RLock()
+		e := r.users[d.user]
+		current := e != nil && e.gen == d.gen
+		r.mu.RUnlock()
+		if current {
+			h.remove(d.realm, d.user, now, true)
+		}
+	}
+}
+
+func (h *Hub) resetTimer() {
+	if len(h.deadlines) == 0 {
+		h.timer.Reset(time.Hour)
+		return
+	}
+	wait := h.deadlines[0].at.Sub(h.now())
+	if wait < 0 {
+		wait = 0
+	}
+	h.timer.Reset(wait)
+}
+
+type deadline struct {
+	at          time.Time
+	realm, user string
+	gen         uint64
+}
+
+type deadlineHeap []deadline
+
+func (d deadlineHeap) Len() int           { return len(d) }
+func (d deadlineHeap) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
+func (d deadlineHeap) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
+func (d *deadlineHeap) Push(x any)        { *d = append(*d, x.(deadline)) }
+func (d *deadlineHeap) Pop() any {
+	old := *d
+	x := old[len(old)-1]
+	*d = old[:len(old)-1]
+	return x
+}
+
+// Change is one change of one user in one realm. Body is its JSON encoding
+// without the frame's leading fields: `"seq":N,"event":"…","user":{…}}`, so a
+// transport writes `{"type":"change",<its own fields>,` and then Body: the
+// change is encoded once, whatever the number of subscribers.
+type Change struct {
+	Realm string
+	Seq   uint64
+	Event string
+	User  string
+	Time  time.Time
+	Body  []byte
+}
+
+// entry is one registration in the snapshot.
+type entry struct {
+	reg       Registration
+	since     time.Time
+	eventTime time.Time
+	event     string
+	gen       uint64
+	json      []byte // the 9-field encoding
+}
+
+var zeroTime time.Time
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func appendUint(b []byte, n uint64) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
+
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}

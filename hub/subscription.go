@@ -1,0 +1,244 @@
+package hub
+
+import "sync"
+
+// Position is where a subscriber is in a realm's history.
+type Position struct {
+	Epoch string
+	Seq   uint64
+}
+
+// SubscribeRequest describes a subscription.
+type SubscribeRequest struct {
+	Realm string
+	// Users is a watchlist; nil or empty means every user of the realm.
+	Users []string
+	// Since asks to resume after this position.
+	Since *Position
+	// Wake is signalled, without blocking, whenever items are queued or the
+	// subscription needs attention. Several subscriptions may share one.
+	Wake chan struct{}
+}
+
+// Snapshot is the state of a realm (or of a watchlist) at Seq.
+type Snapshot struct {
+	Epoch string
+	Seq   uint64
+	// Users are encoded in the stream's shape: the 9 REST fields plus
+	// event_time. Whole-realm snapshots hold registered users sorted by name;
+	// watchlist snapshots hold each watched name, registered or not.
+	Users [][]byte
+}
+
+// Start is what a new subscription begins with: either a snapshot, or (when
+// Since could be served) the missed changes in order.
+type Start struct {
+	Resumed  bool
+	Snapshot Snapshot // when !Resumed
+	Missed   []*Change
+}
+
+// Item is one queued change. Conflated is true when older changes of the same
+// user were dropped from the queue in favour of this one, so the subscriber
+// knows a jump in seq is intended.
+type Item struct {
+	Change    *Change
+	Conflated bool
+}
+
+// Subscription receives the changes of one realm (optionally one watchlist).
+type Subscription struct {
+	realm *realmState
+	hub   *Hub
+	users map[string]struct{} // nil: all
+	names []string            // watchlist in request order
+	wake  chan struct{}
+
+	mu      sync.Mutex
+	queue   []Item
+	max     int
+	resync  bool
+	closed  bool
+	dropped uint64 // changes conflated away
+}
+
+// Subscribe registers a subscription and returns its start in one step under
+// the realm's lock, so no change falls between the two.
+func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
+	r := h.realm(req.Realm, true)
+	s := &Subscription{realm: r, hub: h, wake: req.Wake, max: h.opts.QueueLen}
+	if len(req.Users) > 0 {
+		s.users = make(map[string]struct{}, len(req.Users))
+		for _, u := range req.Users {
+			if _, dup := s.users[u]; !dup {
+				s.users[u] = struct{}{}
+				s.names = append(s.names, u)
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st Start
+	if p := req.Since; p != nil && p.Epoch == h.epoch {
+		if missed, ok := r.history.after(p.Seq, r.seq); ok {
+			st.Resumed = true
+			for _, c := range missed {
+				if s.wants(c.User) {
+					st.Missed = append(st.Missed, c)
+				}
+			}
+		}
+	}
+	if !st.Resumed {
+		st.Snapshot = s.snapshotLocked()
+	}
+	r.subs[s] = struct{}{}
+	h.Metrics.Subscribers.Add(1)
+	return s, st
+}
+
+func (s *Subscription) wants(user string) bool {
+	if s.users == nil {
+		return true
+	}
+	_, ok := s.users[user]
+	return ok
+}
+
+// snapshotLocked builds the subscription's snapshot; r.mu must be held.
+func (s *Subscription) snapshotLocked() Snapshot {
+	r := s.realm
+	snap := Snapshot{Epoch: s.hub.epoch, Seq: r.seq}
+	if s.users == nil {
+		for _, n := range sortedKeys(r.users) {
+			e := r.users[n]
+			snap.Users = append(snap.Users, withEventTime(nil, e.json, e.eventTime))
+		}
+		return snap
+	}
+	for _, n := range s.names {
+		if e := r.users[n]; e != nil {
+			snap.Users = append(snap.Users, withEventTime(nil, e.json, e.eventTime))
+			continue
+		}
+		snap.Users = append(snap.Users, withEventTime(nil, appendInactive(nil, n, r.clients[lower(n)]), zeroTime))
+	}
+	return snap
+}
+
+// push queues c; the realm's lock is held by the caller. It never blocks: a
+// full queue is compacted to the latest change per user, and if that does not
+// free enough room the subscriber is marked for a fresh snapshot.
+func (s *Subscription) push(c *Change) {
+	if !s.wants(c.User) {
+		return
+	}
+	s.mu.Lock()
+	if s.closed || s.resync {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.queue) >= s.max {
+		s.conflate()
+	}
+	if !s.resync {
+		s.queue = append(s.queue, Item{Change: c})
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// conflate keeps only the newest queued change per user. If more than half
+// the queue is still distinct users, the subscriber is too far behind for
+// changes to help: it gets a fresh snapshot instead.
+func (s *Subscription) conflate() {
+	latest := make(map[string]int, len(s.queue))
+	for i, it := range s.queue {
+		latest[it.Change.User] = i
+	}
+	if len(latest) > s.max/2 {
+		s.queue = nil
+		s.resync = true
+		s.hub.Metrics.SubResyncs.Add(1)
+		return
+	}
+	kept := s.queue[:0]
+	for i, it := range s.queue {
+		if latest[it.Change.User] == i {
+			kept = append(kept, it)
+			continue
+		}
+		s.dropped++
+		// The newest change of this user now stands for the dropped ones.
+		s.queue[latest[it.Change.User]].Conflated = true
+	}
+	for i := len(kept); i < len(s.queue); i++ {
+		s.queue[i] = Item{}
+	}
+	s.queue = kept
+	s.hub.Metrics.Conflations.Add(1)
+}
+
+func (s *Subscription) signal() {
+	if s.wake == nil {
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Next moves the queued items into buf (reset to length 0) and returns it.
+// resync is true when the subscriber fell too far behind: call Resnapshot and
+// send that instead. closed is true once the subscription or the hub ended.
+func (s *Subscription) Next(buf []Item) (items []Item, resync, closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	items = append(buf[:0], s.queue...)
+	for i := range s.queue {
+		s.queue[i] = Item{}
+	}
+	s.queue = s.queue[:0]
+	return items, s.resync, s.closed
+}
+
+// Resnapshot returns a fresh snapshot and clears the queue in one step, for a
+// subscriber that fell behind.
+func (s *Subscription) Resnapshot() Snapshot {
+	r := s.realm
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.mu.Lock()
+	s.queue = s.queue[:0]
+	s.resync = false
+	s.mu.Unlock()
+	return s.snapshotLocked()
+}
+
+// Dropped returns how many changes were conflated away for this subscriber.
+func (s *Subscription) Dropped() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+// Close ends the subscription; it is safe to call more than once.
+func (s *Subscription) Close() {
+	r := s.realm
+	r.mu.Lock()
+	if _, ok := r.subs[s]; ok {
+		delete(r.subs, s)
+		s.hub.Metrics.Subscribers.Add(-1)
+	}
+	r.mu.Unlock()
+	s.close()
+}
+
+func (s *Subscription) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.queue = nil
+	s.mu.Unlock()
+	s.signal()
+}

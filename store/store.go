@@ -1,0 +1,113 @@
+// Package store talks to Redis (the SBC's registrations) and PostgreSQL
+// (service providers, accounts, API keys, SIP clients and dashboard
+// sessions).
+//
+// Errors returned by store wrap one of ErrNotFound, ErrConflict, ErrInvalid
+// or ErrUnauthorized (test with errors.Is); anything else is unexpected.
+// store declares no interfaces: its consumers declare the subsets they use.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// The store's error vocabulary; the api package maps each to one status code.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrInvalid      = errors.New("invalid")
+	ErrUnauthorized = errors.New("unauthorized")
+)
+
+// Scopes of an API key or session.
+const (
+	ScopeAdmin           = "admin"
+	ScopeServiceProvider = "service_provider"
+	ScopeAccount         = "account"
+)
+
+// Principal is who a request acts as: the scope of its API key or session.
+type Principal struct {
+	KeySID             string
+	Scope              string
+	ServiceProviderSID string // set for service_provider scope (and for account scope: the account's SP)
+	AccountSID         string // set for account scope
+	ExpiresAt          *time.Time
+}
+
+// ServiceProvider is a tenant owning accounts.
+type ServiceProvider struct {
+	SID         string `json:"service_provider_sid"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+// Account is a tenant with one SIP realm.
+type Account struct {
+	SID                string `json:"account_sid"`
+	Name               string `json:"name"`
+	ServiceProviderSID string `json:"service_provider_sid"`
+	SIPRealm           string `json:"sip_realm"` // lower-cased, unique; may be empty
+}
+
+// APIKey is a stored key. The token itself is only returned once, at
+// creation; the database keeps its SHA-256 hash.
+type APIKey struct {
+	SID                string     `json:"api_key_sid"`
+	Scope              string     `json:"scope"`
+	ServiceProviderSID string     `json:"service_provider_sid"`
+	AccountSID         string     `json:"account_sid"`
+	ExpiresAt          *time.Time `json:"expires_at"`
+	LastUsed           *time.Time `json:"last_used"`
+	CreatedAt          time.Time  `json:"created_at"`
+}
+
+// Client is a SIP client (credentials a device registers with).
+type Client struct {
+	SID                     string `json:"client_sid"`
+	AccountSID              string `json:"account_sid"`
+	Username                string `json:"username"`
+	Password                string `json:"password"` // masked: first character then X for every other
+	IsActive                bool   `json:"is_active"`
+	AllowDirectAppCalling   bool   `json:"allow_direct_app_calling"`
+	AllowDirectQueueCalling bool   `json:"allow_direct_queue_calling"`
+	AllowDirectUserCalling  bool   `json:"allow_direct_user_calling"`
+}
+
+// CanSeeAccount reports whether p may read or change account a: admin sees
+// every account, a service-provider key the accounts of its provider, an
+// account key its own account.
+func (p Principal) CanSeeAccount(a Account) bool {
+	switch p.Scope {
+	case ScopeAdmin:
+		return true
+	case ScopeServiceProvider:
+		return p.ServiceProviderSID != "" && a.ServiceProviderSID == p.ServiceProviderSID
+	case ScopeAccount:
+		return p.AccountSID != "" && a.SID == p.AccountSID
+	}
+	return false
+}
+
+// ValidSID reports whether s has the form of a sid: a UUID in its canonical
+// 36-character form (any case).
+func ValidSID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
