@@ -1,0 +1,50 @@
+# presencehub — see README.md.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/presencehub
+
+.PHONY: run test bench build generate check-generated lint deps-test screenshot stop clean
+
+## run: start private Redis + PostgreSQL in .data/dev, migrate, seed a demo, simulate an SBC and serve the dashboard
+run: build
+	@.ci/run-demo.sh
+
+## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector
+test: deps-test check-generated lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: short form of every benchmark, one table (see README "Performance")
+bench: build
+	@.ci/bench.sh
+
+build:
+	@mkdir -p bin
+	$(GO) build -o $(BIN) ./cmd/presencehub
+
+## generate: regenerate the templ components
+generate:
+	$(GO) tool templ generate
+
+## check-generated: the committed *_templ.go files match their .templ sources
+check-generated:
+	@$(GO) tool templ generate >/dev/null 2>&1
+	@git diff --quiet -- '*_templ.go' || { echo "generated *_templ.go files are stale: run make generate and commit"; git --no-pager diff --stat -- '*_templ.go'; exit 1; }
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_templ.go$$')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
+	$(GO) vet ./...
+
+## deps-test: what the tests need beyond Go: redis-server, PostgreSQL, Chromium
+deps-test:
+	@.ci/install-deps.sh
+
+## screenshot: regenerate docs/account.png (the README's dashboard picture) from demo data
+screenshot:
+	PRESENCEHUB_SCREENSHOT=$(CURDIR)/static/screenshot-account.png $(GO) test -count=1 -run TestScreenshot ./cmd/presencehub/
+
+## stop: stop the services make run started
+stop:
+	@.ci/local-services.sh stop dev
+
+clean: stop
+	rm -rf bin .data

@@ -1,0 +1,113 @@
+// Package api is presencehub's HTTP face: the jambonz-compatible REST API,
+// the management endpoints, the websocket stream and the health and metrics
+// endpoints. routes.go lists every endpoint. Reads of registrations come from
+// the hub's in-memory snapshot, never from Redis per request.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store"
+)
+
+// presence is the part of *hub.Hub the API reads.
+type presence interface {
+	ListJSON(realm string) []byte
+	AppendUsers(b []byte, realm string, names []string) []byte
+	AppendAll(b []byte, realm string) []byte
+	Get(realm, user string) []byte
+	Subscribe(req hub.SubscribeRequest) (*hub.Subscription, hub.Start)
+	Ready() bool
+}
+
+// directory is the part of *store.DB the API uses.
+type directory interface {
+	Ping(ctx context.Context) error
+	Authenticate(ctx context.Context, token string) (store.Principal, error)
+	Session(ctx context.Context, token string) (store.Principal, error)
+
+	CreateServiceProvider(ctx context.Context, sp store.ServiceProvider) (store.ServiceProvider, error)
+	ServiceProvider(ctx context.Context, sid string) (store.ServiceProvider, error)
+	ServiceProviders(ctx context.Context) ([]store.ServiceProvider, error)
+	UpdateServiceProvider(ctx context.Context, sp store.ServiceProvider) error
+	DeleteServiceProvider(ctx context.Context, sid string) error
+
+	CreateAccount(ctx context.Context, a store.Account) (store.Account, error)
+	Account(ctx context.Context, sid string) (store.Account, error)
+	Accounts(ctx context.Context, serviceProviderSID string) ([]store.Account, error)
+	UpdateAccount(ctx context.Context, a store.Account) error
+	DeleteAccount(ctx context.Context, sid string) error
+
+	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, string, error)
+	APIKey(ctx context.Context, sid string) (store.APIKey, error)
+	APIKeys(ctx context.Context, p store.Principal) ([]store.APIKey, error)
+	DeleteAPIKey(ctx context.Context, sid string) error
+
+	CreateClient(ctx context.Context, c store.Client, password string) (store.Client, error)
+	Client(ctx context.Context, sid string) (store.Client, error)
+	Clients(ctx context.Context, f store.ClientFilter) ([]store.Client, error)
+	UpdateClient(ctx context.Context, sid string, u store.ClientUpdate) error
+	DeleteClient(ctx context.Context, sid string) error
+}
+
+// Options configure the API handler.
+type Options struct {
+	Presence  presence
+	Directory directory
+	Logger    *slog.Logger
+	// Metrics is appended to GET /metrics (Prometheus text format); optional.
+	Metrics func(w *MetricsWriter)
+	// Stream tunes the websocket endpoint; zero values take defaults.
+	Stream StreamOptions
+}
+
+// StreamOptions tune GET /v1/stream.
+type StreamOptions struct {
+	PingInterval time.Duration // default 30s
+	WriteTimeout time.Duration // per frame, default 10s
+	ReadLimit    int64         // bytes per client frame, default 64 KiB
+	MaxSubs      int           // subscriptions per connection, default 1000
+}
+
+type server struct {
+	pres    presence
+	dir     directory
+	log     *slog.Logger
+	metrics func(w *MetricsWriter)
+	stream  StreamOptions
+	tickets *tickets
+	stats   streamStats
+}
+
+// New returns the API as one http.Handler. Paths it does not serve answer
+// 404 with a JSON body, so it can be mounted alongside the dashboard.
+func New(opts Options) http.Handler {
+	s := &server{
+		pres:    opts.Presence,
+		dir:     opts.Directory,
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		stream:  opts.Stream,
+		tickets: newTickets(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.stream.PingInterval <= 0 {
+		s.stream.PingInterval = 30 * time.Second
+	}
+	if s.stream.WriteTimeout <= 0 {
+		s.stream.WriteTimeout = 10 * time.Second
+	}
+	if s.stream.ReadLimit <= 0 {
+		s.stream.ReadLimit = 64 << 10
+	}
+	if s.stream.MaxSubs <= 0 {
+		s.stream.MaxSubs = 1000
+	}
+	return s.routes()
+}

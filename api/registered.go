@@ -1,0 +1,124 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Limits of POST …/RegisteredSipUsers.
+const (
+	maxNames   = 10000 // names per request
+	maxNameLen = 256   // bytes per name
+)
+
+var errNoRealm = badRequest("account does not have sip_realm configuration")
+
+// handleRegisteredList answers GET /v1/Accounts/{AccountSid}/RegisteredSipUsers
+// with the sorted "user@realm" strings of the account's registered users.
+func (s *server) handleRegisteredList() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if a.SIPRealm == "" {
+			fail(w, r, s.log, errNoRealm)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.pres.ListJSON(a.SIPRealm))
+	})
+}
+
+// handleRegisteredDetails answers POST …/RegisteredSipUsers: with an array
+// of usernames, one 9-field object per name in input order; with no body or
+// an empty array, every registered user of the account.
+func (s *server) handleRegisteredDetails() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if a.SIPRealm == "" {
+			fail(w, r, s.log, errNoRealm)
+			return
+		}
+		names, err := readNames(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		var b []byte
+		if len(names) == 0 {
+			b = s.pres.AppendAll(nil, a.SIPRealm)
+		} else {
+			b = s.pres.AppendUsers(make([]byte, 0, 256*len(names)), a.SIPRealm, names)
+		}
+		writeJSON(w, http.StatusOK, b)
+	})
+}
+
+// readNames reads the POST body: nothing, null or an array of strings.
+func readNames(r *http.Request) ([]string, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		var big *http.MaxBytesError
+		if errors.As(err, &big) {
+			return nil, badRequest("request body is larger than %d bytes", maxBody)
+		}
+		return nil, badRequest("request body could not be read")
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, nil
+	}
+	if body[0] != '[' && !bytes.Equal(body, []byte("null")) {
+		return nil, badRequest("request body must be a JSON array of usernames")
+	}
+	var names []string
+	if err := json.Unmarshal(body, &names); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, badRequest("request body is not valid JSON (at byte %d)", syn.Offset)
+		}
+		return nil, badRequest("request body must be a JSON array of usernames (strings)")
+	}
+	if len(names) > maxNames {
+		return nil, badRequest("at most %d usernames per request, got %d", maxNames, len(names))
+	}
+	for _, n := range names {
+		if len(n) > maxNameLen {
+			return nil, badRequest("usernames are at most %d bytes long", maxNameLen)
+		}
+	}
+	return names, nil
+}
+
+// handleRegisteredOne answers GET …/RegisteredSipUsers/{Client}: always 200
+// with the 9 fields, "inactive" when not registered.
+func (s *server) handleRegisteredOne() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		name, err := url.PathUnescape(chi.URLParam(r, "Client"))
+		if err != nil {
+			fail(w, r, s.log, badRequest("malformed username in path"))
+			return
+		}
+		if len(name) > maxNameLen {
+			fail(w, r, s.log, badRequest("usernames are at most %d bytes long", maxNameLen))
+			return
+		}
+		writeJSON(w, http.StatusOK, s.pres.Get(a.SIPRealm, name))
+	})
+}

@@ -1,0 +1,56 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// routes lists every endpoint of the API.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { encode(w, http.StatusNotFound, msg{"no such endpoint"}) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		encode(w, http.StatusMethodNotAllowed, msg{"method not allowed"})
+	})
+
+	r.Get("/healthz", s.handleHealthz())
+	r.Get("/readyz", s.handleReadyz())
+	r.Get("/metrics", s.handleMetrics())
+	// The stream authenticates itself: bearer key, ticket or dashboard cookie.
+	r.Get("/v1/stream", s.handleStream().ServeHTTP)
+
+	r.Group(func(r chi.Router) {
+		r.Use(func(next http.Handler) http.Handler { return requireAuth(s, next) })
+
+		r.Get("/v1/Accounts/{AccountSid}/RegisteredSipUsers", s.handleRegisteredList().ServeHTTP)
+		r.Post("/v1/Accounts/{AccountSid}/RegisteredSipUsers", s.handleRegisteredDetails().ServeHTTP)
+		r.Get("/v1/Accounts/{AccountSid}/RegisteredSipUsers/{Client}", s.handleRegisteredOne().ServeHTTP)
+
+		r.Get("/v1/Clients", s.handleClientList().ServeHTTP)
+		r.Post("/v1/Clients", s.handleClientCreate().ServeHTTP)
+		r.Get("/v1/Clients/{ClientSid}", s.handleClientGet().ServeHTTP)
+		r.Put("/v1/Clients/{ClientSid}", s.handleClientUpdate().ServeHTTP)
+		r.Delete("/v1/Clients/{ClientSid}", s.handleClientDelete().ServeHTTP)
+
+		r.Get("/v1/ServiceProviders", s.handleSPList().ServeHTTP)
+		r.Post("/v1/ServiceProviders", s.handleSPCreate().ServeHTTP)
+		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPGet().ServeHTTP)
+		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPUpdate().ServeHTTP)
+		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPDelete().ServeHTTP)
+
+		r.Get("/v1/Accounts", s.handleAccountList().ServeHTTP)
+		r.Post("/v1/Accounts", s.handleAccountCreate().ServeHTTP)
+		r.Get("/v1/Accounts/{AccountSid}", s.handleAccountGet().ServeHTTP)
+		r.Put("/v1/Accounts/{AccountSid}", s.handleAccountUpdate().ServeHTTP)
+		r.Delete("/v1/Accounts/{AccountSid}", s.handleAccountDelete().ServeHTTP)
+
+		r.Get("/v1/ApiKeys", s.handleKeyList().ServeHTTP)
+		r.Post("/v1/ApiKeys", s.handleKeyCreate().ServeHTTP)
+		r.Get("/v1/ApiKeys/{ApiKeySid}", s.handleKeyGet().ServeHTTP)
+		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.handleKeyDelete().ServeHTTP)
+
+		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)
+	})
+	return r
+}

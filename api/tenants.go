@@ -1,0 +1,446 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/presencehub/presencehub/store"
+)
+
+// sidParam validates a sid path value: 400 when malformed.
+func sidParam(r *http.Request, name, what string) (string, error) {
+	sid := chi.URLParam(r, name)
+	if !store.ValidSID(sid) {
+		return "", badRequest("malformed %s sid %q", what, truncate(sid, 64))
+	}
+	return sid, nil
+}
+
+func created(w http.ResponseWriter, sid string) {
+	encode(w, http.StatusCreated, map[string]string{"sid": sid})
+}
+
+// --- service providers -------------------------------------------------------
+
+type spBody struct {
+	Name        *string `json:"name"`
+	Description *string `json:"description"`
+}
+
+// canSeeSP: admin every provider; SP and account keys their own provider.
+func canSeeSP(p store.Principal, sid string) bool {
+	return p.Scope == store.ScopeAdmin || (p.ServiceProviderSID != "" && p.ServiceProviderSID == sid)
+}
+
+func (s *server) handleSPList() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := principal(r.Context())
+		all, err := s.dir.ServiceProviders(r.Context())
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		out := make([]store.ServiceProvider, 0, len(all))
+		for _, sp := range all {
+			if canSeeSP(p, sp.SID) {
+				out = append(out, sp)
+			}
+		}
+		encode(w, http.StatusOK, out)
+	})
+}
+
+func (s *server) handleSPCreate() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if principal(r.Context()).Scope != store.ScopeAdmin {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		var b spBody
+		if err := decode(r, &b); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if b.Name == nil || *b.Name == "" {
+			fail(w, r, s.log, badRequest("missing field name"))
+			return
+		}
+		sp := store.ServiceProvider{Name: *b.Name}
+		if b.Description != nil {
+			sp.Description = *b.Description
+		}
+		sp, err := s.dir.CreateServiceProvider(r.Context(), sp)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		created(w, sp.SID)
+	})
+}
+
+// visibleSP resolves {ServiceProviderSid} for the caller.
+func (s *server) visibleSP(r *http.Request) (store.ServiceProvider, error) {
+	sid, err := sidParam(r, "ServiceProviderSid", "service provider")
+	if err != nil {
+		return store.ServiceProvider{}, err
+	}
+	sp, err := s.dir.ServiceProvider(r.Context(), sid)
+	if err != nil {
+		return sp, err
+	}
+	if !canSeeSP(principal(r.Context()), sp.SID) {
+		return sp, errForbidden
+	}
+	return sp, nil
+}
+
+func (s *server) handleSPGet() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sp, err := s.visibleSP(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		encode(w, http.StatusOK, sp)
+	})
+}
+
+func (s *server) handleSPUpdate() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sp, err := s.visibleSP(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if principal(r.Context()).Scope == store.ScopeAccount {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		var b spBody
+		if err := decode(r, &b); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if b.Name != nil {
+			sp.Name = *b.Name
+		}
+		if b.Description != nil {
+			sp.Description = *b.Description
+		}
+		if err := s.dir.UpdateServiceProvider(r.Context(), sp); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func (s *server) handleSPDelete() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sp, err := s.visibleSP(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if principal(r.Context()).Scope != store.ScopeAdmin {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		if err := s.dir.DeleteServiceProvider(r.Context(), sp.SID); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// --- accounts ----------------------------------------------------------------
+
+type accountBody struct {
+	Name               *string `json:"name"`
+	ServiceProviderSID *string `json:"service_provider_sid"`
+	SIPRealm           *string `json:"sip_realm"`
+}
+
+func (s *server) handleAccountList() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := principal(r.Context())
+		var as []store.Account
+		var err error
+		switch p.Scope {
+		case store.ScopeAdmin:
+			as, err = s.dir.Accounts(r.Context(), r.URL.Query().Get("service_provider_sid"))
+		case store.ScopeServiceProvider:
+			as, err = s.dir.Accounts(r.Context(), p.ServiceProviderSID)
+		default:
+			var a store.Account
+			a, err = s.dir.Account(r.Context(), p.AccountSID)
+			as = []store.Account{a}
+		}
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if as == nil {
+			as = []store.Account{}
+		}
+		encode(w, http.StatusOK, as)
+	})
+}
+
+func (s *server) handleAccountCreate() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := principal(r.Context())
+		if p.Scope == store.ScopeAccount {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		var b accountBody
+		if err := decode(r, &b); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		a := store.Account{}
+		if b.Name == nil || *b.Name == "" {
+			fail(w, r, s.log, badRequest("missing field name"))
+			return
+		}
+		a.Name = *b.Name
+		if b.SIPRealm != nil {
+			a.SIPRealm = *b.SIPRealm
+		}
+		switch {
+		case p.Scope == store.ScopeServiceProvider:
+			if b.ServiceProviderSID != nil && *b.ServiceProviderSID != p.ServiceProviderSID {
+				fail(w, r, s.log, errForbidden)
+				return
+			}
+			a.ServiceProviderSID = p.ServiceProviderSID
+		case b.ServiceProviderSID == nil || *b.ServiceProviderSID == "":
+			fail(w, r, s.log, badRequest("missing field service_provider_sid"))
+			return
+		case !store.ValidSID(*b.ServiceProviderSID):
+			fail(w, r, s.log, badRequest("malformed service_provider_sid"))
+			return
+		default:
+			a.ServiceProviderSID = *b.ServiceProviderSID
+		}
+		a, err := s.dir.CreateAccount(r.Context(), a)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		created(w, a.SID)
+	})
+}
+
+func (s *server) handleAccountGet() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		encode(w, http.StatusOK, a)
+	})
+}
+
+func (s *server) handleAccountUpdate() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		var b accountBody
+		if err := decode(r, &b); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		p := principal(r.Context())
+		if b.ServiceProviderSID != nil && *b.ServiceProviderSID != a.ServiceProviderSID && p.Scope != store.ScopeAdmin {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		if b.SIPRealm != nil && *b.SIPRealm != a.SIPRealm && p.Scope == store.ScopeAccount {
+			fail(w, r, s.log, &apiError{http.StatusForbidden, "an account key cannot change the account's sip_realm"})
+			return
+		}
+		if b.Name != nil {
+			a.Name = *b.Name
+		}
+		if b.SIPRealm != nil {
+			a.SIPRealm = *b.SIPRealm
+		}
+		if b.ServiceProviderSID != nil {
+			a.ServiceProviderSID = *b.ServiceProviderSID
+		}
+		if err := s.dir.UpdateAccount(r.Context(), a); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func (s *server) handleAccountDelete() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if principal(r.Context()).Scope == store.ScopeAccount {
+			fail(w, r, s.log, errForbidden)
+			return
+		}
+		if err := s.dir.DeleteAccount(r.Context(), a.SID); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// --- API keys ----------------------------------------------------------------
+
+type keyBody struct {
+	AccountSID         *string `json:"account_sid"`
+	ServiceProviderSID *string `json:"service_provider_sid"`
+	ExpirySecs         *int64  `json:"expiry_secs"`
+}
+
+// canSeeKey: admin all; an SP key the keys of its provider and its accounts;
+// an account key the keys of its account.
+func canSeeKey(p store.Principal, k store.APIKey) bool {
+	switch p.Scope {
+	case store.ScopeAdmin:
+		return true
+	case store.ScopeServiceProvider:
+		return k.ServiceProviderSID == p.ServiceProviderSID
+	case store.ScopeAccount:
+		return k.AccountSID == p.AccountSID
+	}
+	return false
+}
+
+func (s *server) handleKeyList() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ks, err := s.dir.APIKeys(r.Context(), principal(r.Context()))
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if ks == nil {
+			ks = []store.APIKey{}
+		}
+		encode(w, http.StatusOK, ks)
+	})
+}
+
+func (s *server) handleKeyCreate() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b keyBody
+		if r.ContentLength != 0 {
+			if err := decode(r, &b); err != nil {
+				fail(w, r, s.log, err)
+				return
+			}
+		}
+		k, err := s.keyToCreate(r.Context(), b)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		k, token, err := s.dir.CreateAPIKey(r.Context(), k)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		encode(w, http.StatusCreated, map[string]string{"sid": k.SID, "token": token})
+	})
+}
+
+// keyToCreate applies the minting rules: an SP key cannot mint admin keys
+// or keys of another provider; an account key only keys of its account.
+func (s *server) keyToCreate(ctx context.Context, b keyBody) (store.APIKey, error) {
+	p := principal(ctx)
+	var k store.APIKey
+	if b.ExpirySecs != nil {
+		if *b.ExpirySecs <= 0 {
+			return k, badRequest("expiry_secs must be a positive number of seconds")
+		}
+		t := time.Now().Add(time.Duration(*b.ExpirySecs) * time.Second).UTC()
+		k.ExpiresAt = &t
+	}
+	if b.AccountSID != nil && *b.AccountSID != "" {
+		a, err := s.account(ctx, *b.AccountSID)
+		if err != nil {
+			return k, err
+		}
+		k.AccountSID = a.SID
+		k.ServiceProviderSID = a.ServiceProviderSID
+		return k, nil
+	}
+	if p.Scope == store.ScopeAccount {
+		k.AccountSID = p.AccountSID
+		return k, nil
+	}
+	if b.ServiceProviderSID != nil && *b.ServiceProviderSID != "" {
+		if !store.ValidSID(*b.ServiceProviderSID) {
+			return k, badRequest("malformed service_provider_sid")
+		}
+		if !canSeeSP(p, *b.ServiceProviderSID) {
+			return k, errForbidden
+		}
+		k.ServiceProviderSID = *b.ServiceProviderSID
+		return k, nil
+	}
+	if p.Scope == store.ScopeServiceProvider {
+		k.ServiceProviderSID = p.ServiceProviderSID
+	}
+	return k, nil // admin: an admin key
+}
+
+func (s *server) visibleKey(r *http.Request) (store.APIKey, error) {
+	sid, err := sidParam(r, "ApiKeySid", "api key")
+	if err != nil {
+		return store.APIKey{}, err
+	}
+	k, err := s.dir.APIKey(r.Context(), sid)
+	if err != nil {
+		return k, err
+	}
+	if !canSeeKey(principal(r.Context()), k) {
+		return k, errNotFound
+	}
+	return k, nil
+}
+
+func (s *server) handleKeyGet() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k, err := s.visibleKey(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		encode(w, http.StatusOK, k)
+	})
+}
+
+func (s *server) handleKeyDelete() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k, err := s.visibleKey(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		if err := s.dir.DeleteAPIKey(r.Context(), k.SID); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
