@@ -1,0 +1,677 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	randv2 "math/rand/v2"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presencehub/presencehub/hub"
+)
+
+// ErrNotifications is wrapped by the errors of Check and Watch when Redis
+// does not publish the keyspace notifications presencehub needs and they
+// could not be turned on. It is a configuration problem: retrying does not
+// help.
+var ErrNotifications = errors.New("redis keyspace notifications are not enabled")
+
+// RedisOptions configure a RedisSource.
+type RedisOptions struct {
+	// URL is redis://[user:password@]host:port/db (rediss:// for TLS), as
+	// redis.ParseURL reads it.
+	URL string
+	// ConfigureNotifications lets Check run CONFIG SET notify-keyspace-events
+	// when the server does not publish what is needed.
+	ConfigureNotifications bool
+	// ReconcileEvery is how often the whole keyspace is read again and handed
+	// to the sink (default 5 minutes; negative disables).
+	ReconcileEvery time.Duration
+	// Logger receives the source's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// RedisMetrics are the counters of a RedisSource.
+type RedisMetrics struct {
+	Notifications      uint64        // keyspace notifications received
+	Reads              uint64        // keys read (GET + PTTL), in resyncs and after notifications
+	Malformed          uint64        // reads skipped because the key or its value was malformed
+	MalformedKeys      int           // keys currently skipped as malformed
+	Resyncs            uint64        // full loads handed to the sink
+	Reconnects         uint64        // times the watch was torn down and started again
+	LastResyncDuration time.Duration // duration of the last full load, sink included
+}
+
+// Tuning of the watch.
+const (
+	redisReadBatch       = 500              // keys per GET+PTTL pipeline
+	redisScanCount       = 1000             // SCAN COUNT
+	redisHealthEvery     = 30 * time.Second // pub/sub silence before a PING
+	redisSubscribeWait   = 10 * time.Second // wait for the subscription to be confirmed
+	redisProbeWait       = 2 * time.Second  // wait for the events of the probe key
+	redisBackoffMin      = 200 * time.Millisecond
+	redisBackoffMax      = 10 * time.Second
+	defaultReconcileTime = 5 * time.Minute
+)
+
+// RedisSource reads the registrations a jambonz SBC keeps in Redis and feeds
+// them to a hub.Sink: it implements hub.Source.
+//
+// Keyspace notifications are fire-and-forget and carry no value, so the
+// source subscribes first, then loads every key and hands the whole set to
+// Sink.Resync, and after that re-reads every key it is notified about. After
+// any trouble with the subscription it starts over (with a full resync), and
+// it resyncs periodically as well. The registration's Deadline is computed
+// from the key's PTTL on this machine's clock, never from the SBC's
+// expiryTime.
+type RedisSource struct {
+	opts   RedisOptions
+	log    *slog.Logger
+	rdb    *redis.Client
+	addr   string
+	prefix string // "__keyspace@<db>__:"
+
+	// warned holds the malformed keys already logged; only the goroutine
+	// running Watch touches it.
+	warned map[string]struct{}
+
+	m struct {
+		notifications, reads, malformed, resyncs, reconnects atomic.Uint64
+		malformedKeys, lastResync                            atomic.Int64
+	}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewRedisSource returns a source for the Redis at opts.URL. It does not
+// connect yet. A URL that cannot be parsed gives an error wrapping ErrInvalid.
+func NewRedisSource(opts RedisOptions) (*RedisSource, error) {
+	if opts.URL == "" {
+		return nil, fmt.Errorf("%w: redis url is empty", ErrInvalid)
+	}
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// A *url.Error quotes the URL, password included: keep only its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%w: redis url: %v", ErrInvalid, err)
+	}
+	if ro.ClientName == "" {
+		ro.ClientName = "presencehub"
+	}
+	if opts.ReconcileEvery == 0 {
+		opts.ReconcileEvery = defaultReconcileTime
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &RedisSource{
+		opts:   opts,
+		log:    opts.Logger,
+		rdb:    redis.NewClient(ro),
+		addr:   ro.Addr,
+		prefix: "__keyspace@" + strconv.Itoa(ro.DB) + "__:",
+		warned: make(map[string]struct{}),
+	}, nil
+}
+
+// Close releases the connections. Call it after Watch has returned.
+func (s *RedisSource) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.rdb.Close() })
+	return s.closeErr
+}
+
+// Metrics returns the current counters.
+func (s *RedisSource) Metrics() RedisMetrics {
+	return RedisMetrics{
+		Notifications:      s.m.notifications.Load(),
+		Reads:              s.m.reads.Load(),
+		Malformed:          s.m.malformed.Load(),
+		MalformedKeys:      int(s.m.malformedKeys.Load()),
+		Resyncs:            s.m.resyncs.Load(),
+		Reconnects:         s.m.reconnects.Load(),
+		LastResyncDuration: time.Duration(s.m.lastResync.Load()),
+	}
+}
+
+// Check pings Redis and makes sure it publishes the keyspace notifications
+// the source needs: K plus A, or K plus g, $ and x. When they are missing it
+// turns them on if ConfigureNotifications is set, and otherwise returns an
+// error (wrapping ErrNotifications) that gives the command to run. Where
+// CONFIG is not allowed (managed Redis), it writes a short-lived probe key
+// and watches for its events instead.
+func (s *RedisSource) Check(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis %s: ping: %w", s.addr, err)
+	}
+	res, err := s.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		if !isReplyError(err) || isTransientReply(err) {
+			return fmt.Errorf("redis %s: config get: %w", s.addr, err)
+		}
+		// CONFIG is renamed, refused by an ACL, or absent (managed Redis):
+		// see whether the events arrive.
+		return s.probeNotifications(ctx, err)
+	}
+	cur := res["notify-keyspace-events"]
+	if notifyFlagsOK(cur) {
+		return nil
+	}
+	want := notifyFlagsWith(cur)
+	if !s.opts.ConfigureNotifications {
+		return fmt.Errorf("%w: notify-keyspace-events is %q, presencehub needs K and g$x (or A): "+
+			"run  redis-cli CONFIG SET notify-keyspace-events '%s'  (and put notify-keyspace-events %s in redis.conf "+
+			"so it survives a restart), or let presencehub set it by enabling its configure-notifications option",
+			ErrNotifications, cur, want, want)
+	}
+	if err := s.rdb.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		if isReplyError(err) {
+			return fmt.Errorf("%w: notify-keyspace-events is %q and CONFIG SET was refused (%v): "+
+				"set notify-keyspace-events %s in the Redis server configuration", ErrNotifications, cur, err, want)
+		}
+		return fmt.Errorf("redis %s: config set: %w", s.addr, err)
+	}
+	s.log.Info("enabled redis keyspace notifications", "addr", s.addr, "was", cur, "now", want)
+	return nil
+}
+
+// notifyFlagsOK reports whether notify-keyspace-events flags publish the
+// keyspace events of SETEX (set, expire), DEL (del) and lapses (expired).
+func notifyFlagsOK(f string) bool {
+	has := func(c byte) bool { return strings.IndexByte(f, c) >= 0 }
+	return has('K') && (has('A') || has('g') && has('$') && has('x'))
+}
+
+// notifyFlagsWith returns flags with K, g, $ and x added (A already covers
+// g$x), keeping everything that was set: "" gives "Kg$x", "Ex" gives "KEg$x".
+func notifyFlagsWith(f string) string {
+	set := make(map[byte]bool)
+	for i := 0; i < len(f); i++ {
+		set[f[i]] = true
+	}
+	set['K'] = true
+	if !set['A'] {
+		set['g'], set['$'], set['x'] = true, true, true
+	}
+	var b strings.Builder
+	for _, c := range []byte("KEAg$lshzxetmdn") {
+		if set[c] {
+			b.WriteByte(c)
+			delete(set, c)
+		}
+	}
+	for i := 0; i < len(f); i++ { // flags this version does not know
+		if set[f[i]] {
+			b.WriteByte(f[i])
+			delete(set, f[i])
+		}
+	}
+	return b.String()
+}
+
+// probeNotifications writes a key that lapses at once and waits for its
+// set, expire and expired events on the keyspace channel.
+func (s *RedisSource) probeNotifications(ctx context.Context, configErr error) error {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	key := "presencehub:probe:" + hex.EncodeToString(rnd[:])
+	ps := s.rdb.Subscribe(ctx)
+	defer ps.Close()
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
+	channel := s.prefix + key
+	if err := ps.Subscribe(ctx, channel); err != nil {
+		return fmt.Errorf("redis %s: subscribe: %w", s.addr, err)
+	}
+	if err := waitSubscribed(ctx, ps, "subscribe", channel); err != nil {
+		return fmt.Errorf("redis %s: subscribe: %w", s.addr, err)
+	}
+	const ttl = 20 * time.Millisecond
+	setAt := time.Now()
+	if err := s.rdb.Set(ctx, key, "1", ttl).Err(); err != nil {
+		return fmt.Errorf("redis %s: probe: %w", s.addr, err)
+	}
+	missing := map[string]bool{"set": true, "expire": true, "expired": true}
+	deadline := setAt.Add(redisProbeWait)
+	for len(missing) > 0 {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			var names []string
+			for _, e := range []string{"set", "expire", "expired"} {
+				if missing[e] {
+					names = append(names, e)
+				}
+			}
+			return fmt.Errorf("%w: CONFIG is not available to check them (%v) and a probe key got no %s event: "+
+				"set notify-keyspace-events Kg$x (or KA) in the Redis server configuration "+
+				"(redis.conf, or the parameter group of a managed Redis)",
+				ErrNotifications, configErr, strings.Join(names, ", "))
+		}
+		msg, err := ps.ReceiveTimeout(ctx, min(left, 50*time.Millisecond))
+		if err != nil {
+			if !isTimeout(err) {
+				return fmt.Errorf("redis %s: probe: %w", s.addr, err)
+			}
+			if time.Since(setAt) > ttl {
+				// Touching a lapsed key makes Redis expire it (and tell).
+				if err := s.rdb.Exists(ctx, key).Err(); err != nil {
+					return fmt.Errorf("redis %s: probe: %w", s.addr, err)
+				}
+			}
+			continue
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			delete(missing, m.Payload)
+		}
+	}
+	return nil
+}
+
+// Watch feeds sink until ctx is done, and then returns nil. It returns an
+// error only when Redis is configured so that it cannot work (the error
+// wraps ErrNotifications); trouble with the connection is logged and retried
+// with a capped, jittered backoff, each new attempt resubscribing and
+// resyncing. Watch implements hub.Source; do not run two at once on one
+// RedisSource.
+func (s *RedisSource) Watch(ctx context.Context, sink hub.Sink) error {
+	delay := redisBackoffMin
+	for {
+		synced, err := s.session(ctx, sink)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrNotifications) {
+			return err
+		}
+		if synced {
+			delay = redisBackoffMin
+		}
+		wait := delay/2 + randv2.N(delay/2+1)
+		delay = min(delay*2, redisBackoffMax)
+		s.log.Warn("redis watch interrupted; resubscribing and resyncing", "addr", s.addr, "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		s.m.reconnects.Add(1)
+	}
+}
+
+// session subscribes, resyncs and then applies notifications until something
+// fails. synced tells whether the first resync was handed to the sink.
+func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, err error) {
+	if err := s.Check(ctx); err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	ps := s.rdb.PSubscribe(ctx)
+	// Closing the subscription is what interrupts a blocked receive.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	readerDone := make(chan struct{})
+	reading := false
+	defer func() {
+		cancel(nil)
+		stop()
+		_ = ps.Close()
+		if reading {
+			<-readerDone
+		}
+	}()
+
+	pattern := s.prefix + RedisUserPrefix + "*"
+	if err := ps.PSubscribe(ctx, pattern); err != nil {
+		return false, fmt.Errorf("redis %s: psubscribe: %w", s.addr, err)
+	}
+	if err := waitSubscribed(ctx, ps, "psubscribe", pattern); err != nil {
+		return false, fmt.Errorf("redis %s: psubscribe: %w", s.addr, err)
+	}
+	p := newPendingKeys()
+	reading = true
+	go s.receive(ctx, cancel, ps, p, readerDone)
+
+	if err := s.resync(ctx, sink); err != nil {
+		return false, err
+	}
+	var tick <-chan time.Time
+	if s.opts.ReconcileEvery > 0 {
+		t := time.NewTicker(s.opts.ReconcileEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return true, context.Cause(ctx)
+		case <-tick:
+			if err := s.resync(ctx, sink); err != nil {
+				return true, err
+			}
+		case <-p.wake:
+			if err := s.drain(ctx, sink, p); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// waitSubscribed waits for Redis to confirm the subscription: only then are
+// events published to us, so only then may the current state be read.
+func waitSubscribed(ctx context.Context, ps *redis.PubSub, kind, channel string) error {
+	deadline := time.Now().Add(redisSubscribeWait)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return errors.New("no confirmation")
+		}
+		msg, err := ps.ReceiveTimeout(ctx, left)
+		if err != nil {
+			return err
+		}
+		if m, ok := msg.(*redis.Subscription); ok && m.Kind == kind && m.Channel == channel {
+			return nil
+		}
+	}
+}
+
+// receive turns notifications into pending keys until the subscription
+// fails; then it cancels the session with the reason. It never waits for
+// Redis round trips, so a slow sink cannot make Redis drop the subscriber.
+// go-redis's Channel is not used: it drops messages it cannot deliver in
+// time.
+func (s *RedisSource) receive(ctx context.Context, fail context.CancelCauseFunc, ps *redis.PubSub, p *pendingKeys, done chan<- struct{}) {
+	defer close(done)
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, redisHealthEvery)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if isTimeout(err) && !pinged {
+				// Quiet for a while: make sure the connection is alive.
+				pinged = true
+				if err := ps.Ping(ctx); err != nil {
+					fail(fmt.Errorf("redis pubsub ping: %w", err))
+					return
+				}
+				continue
+			}
+			if isTimeout(err) {
+				err = errors.New("no answer to ping")
+			}
+			fail(fmt.Errorf("redis pubsub: %w", err))
+			return
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Message:
+			key, ok := strings.CutPrefix(m.Channel, s.prefix)
+			if !ok {
+				continue
+			}
+			s.m.notifications.Add(1)
+			p.add(key)
+		case *redis.Subscription:
+			// go-redis re-dials a broken subscription by itself;
+			// whatever happened meanwhile was not published to us.
+			fail(errors.New("redis pubsub connection was re-established"))
+			return
+		}
+	}
+}
+
+// drain re-reads the pending keys in batches and hands the updates to the
+// sink, in order.
+func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) error {
+	for ctx.Err() == nil {
+		keys := p.take(redisReadBatch)
+		if len(keys) == 0 {
+			return nil
+		}
+		states, err := s.readKeys(ctx, keys)
+		if err != nil {
+			return err
+		}
+		updates := make([]hub.Update, 0, len(states))
+		for _, st := range states {
+			if st.aor != "" {
+				updates = append(updates, hub.Update{AOR: st.aor, Reg: st.reg})
+			}
+		}
+		if len(updates) > 0 {
+			sink.Update(updates...)
+		}
+	}
+	return context.Cause(ctx)
+}
+
+// resync reads every registration and hands them to sink.Resync.
+func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
+	start := time.Now()
+	var regs []hub.Registration
+	seen := make(map[string]struct{})
+	batch := make([]string, 0, redisReadBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		states, err := s.readKeys(ctx, batch)
+		if err != nil {
+			return err
+		}
+		for _, st := range states {
+			if st.reg != nil {
+				regs = append(regs, *st.reg)
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	var cursor uint64
+	for {
+		keys, next, err := s.rdb.Scan(ctx, cursor, RedisUserPrefix+"*", redisScanCount).Result()
+		if err != nil {
+			return fmt.Errorf("redis %s: scan: %w", s.addr, err)
+		}
+		for _, k := range keys {
+			if _, dup := seen[k]; dup { // SCAN may return a key twice
+				continue
+			}
+			seen[k] = struct{}{}
+			batch = append(batch, k)
+			if len(batch) == redisReadBatch {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for k := range s.warned { // forget the warnings of keys that are gone
+		if _, ok := seen[k]; !ok {
+			delete(s.warned, k)
+		}
+	}
+	s.m.malformedKeys.Store(int64(len(s.warned)))
+	sink.Resync(regs)
+	took := time.Since(start)
+	s.m.resyncs.Add(1)
+	s.m.lastResync.Store(int64(took))
+	s.log.Debug("redis resync", "registrations", len(regs), "keys", len(seen), "took", took)
+	return nil
+}
+
+// keyState is what one key holds now: reg is nil when the key is absent,
+// lapsed or malformed; aor is "" when the key's name is not a valid AOR.
+type keyState struct {
+	aor string
+	reg *hub.Registration
+}
+
+// readKeys reads keys with one pipeline of GET and PTTL each.
+func (s *RedisSource) readKeys(ctx context.Context, keys []string) ([]keyState, error) {
+	gets := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	now := time.Now() // before the round trip: the deadline errs on the early side
+	// Each command's own error is looked at below; the pipeline's first
+	// error could be a harmless redis.Nil hiding a broken connection.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			gets[i] = p.Get(ctx, k)
+			ttls[i] = p.PTTL(ctx, k)
+		}
+		return nil
+	})
+	s.m.reads.Add(uint64(len(keys)))
+	out := make([]keyState, len(keys))
+	for i, key := range keys {
+		if user, realm, ok := aorOfKey(key); ok {
+			out[i].aor = user + "@" + realm
+		}
+		val, gerr := gets[i].Bytes()
+		ttl, terr := ttls[i].Result()
+		switch {
+		case gerr != nil && !isReplyError(gerr):
+			return nil, fmt.Errorf("redis %s: get: %w", s.addr, gerr)
+		case terr != nil && !isReplyError(terr):
+			return nil, fmt.Errorf("redis %s: pttl: %w", s.addr, terr)
+		case errors.Is(gerr, redis.Nil):
+			s.notMalformed(key)
+		case redis.HasErrorPrefix(gerr, "WRONGTYPE"):
+			s.malformed(key, "the key is not a string (a hash, list or set?)")
+		case gerr != nil:
+			return nil, fmt.Errorf("redis %s: get %s: %w", s.addr, key, gerr)
+		case terr != nil:
+			return nil, fmt.Errorf("redis %s: pttl %s: %w", s.addr, key, terr)
+		case ttl == -1:
+			// An SBC always writes with SETEX; a key that never lapses
+			// would show a ghost registration forever.
+			s.malformed(key, "the key has no TTL")
+		case ttl <= 0:
+			s.notMalformed(key) // lapsed between GET and PTTL
+		default:
+			reg, err := parseRecord(key, val)
+			if err != nil {
+				s.malformed(key, err.Error())
+				continue
+			}
+			s.notMalformed(key)
+			reg.Deadline = now.Add(ttl)
+			out[i].reg = &reg
+		}
+	}
+	return out, nil
+}
+
+// malformed counts a skipped key and logs it, once until it becomes valid
+// (or absent) again.
+func (s *RedisSource) malformed(key, reason string) {
+	s.m.malformed.Add(1)
+	if _, done := s.warned[key]; done {
+		return
+	}
+	s.warned[key] = struct{}{}
+	s.m.malformedKeys.Store(int64(len(s.warned)))
+	s.log.Warn("skipping malformed registration in redis", "key", key, "reason", reason)
+}
+
+func (s *RedisSource) notMalformed(key string) {
+	if _, ok := s.warned[key]; ok {
+		delete(s.warned, key)
+		s.m.malformedKeys.Store(int64(len(s.warned)))
+	}
+}
+
+// pendingKeys is the de-duplicated, ordered set of keys notified but not yet
+// read. The receiver adds, the worker takes.
+type pendingKeys struct {
+	mu    sync.Mutex
+	set   map[string]struct{}
+	queue []string
+	wake  chan struct{}
+}
+
+func newPendingKeys() *pendingKeys {
+	return &pendingKeys{set: make(map[string]struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (p *pendingKeys) add(key string) {
+	p.mu.Lock()
+	if _, ok := p.set[key]; !ok {
+		p.set[key] = struct{}{}
+		p.queue = append(p.queue, key)
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns up to max keys, oldest first. A key notified
+// again after being taken is added again, and so read again.
+func (p *pendingKeys) take(max int) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(max, len(p.queue))
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, n)
+	copy(out, p.queue)
+	for _, k := range out {
+		delete(p.set, k)
+	}
+	if n == len(p.queue) {
+		p.queue = p.queue[:0]
+	} else {
+		p.queue = p.queue[n:]
+	}
+	return out
+}
+
+func isReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// isTransientReply reports whether a reply error says "not now" rather than
+// "not allowed".
+func isTransientReply(err error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

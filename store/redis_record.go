@@ -1,0 +1,148 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/presencehub/presencehub/hub"
+)
+
+// recordJSON is the tolerant shape of a stored registration. Fields the hub
+// shows (contact, protocol, proxy) and the SBC addresses must be strings or
+// null: anything else makes the record malformed. The hooks are not shown
+// anywhere, and a registration webhook may hand back an object for them, so
+// they take any JSON. The flags follow JavaScript truthiness, because that is
+// how jambonz reads them.
+type recordJSON struct {
+	Contact           string     `json:"contact"`
+	SBCAddress        string     `json:"sbcAddress"`
+	PrivateSBCAddress string     `json:"privateSbcAddress"`
+	Protocol          string     `json:"protocol"`
+	Proxy             string     `json:"proxy"`
+	CallHook          anyText    `json:"callHook"`
+	CallStatusHook    anyText    `json:"callStatusHook"`
+	AllowDirectApp    truthy     `json:"allow_direct_app_calling"`
+	AllowDirectQueue  truthy     `json:"allow_direct_queue_calling"`
+	AllowDirectUser   truthy     `json:"allow_direct_user_calling"`
+	ExpiryTime        epochMilli `json:"expiryTime"`
+}
+
+// parseRecord turns the key and value of a registration into a Registration
+// (Deadline left zero). The error says why the key is malformed.
+func parseRecord(key string, value []byte) (hub.Registration, error) {
+	user, realm, ok := aorOfKey(key)
+	if !ok {
+		return hub.Registration{}, errors.New(`key is not "user:<user>@<realm>"`)
+	}
+	v := bytes.TrimSpace(value)
+	if len(v) == 0 || v[0] != '{' {
+		return hub.Registration{}, errors.New("value is not a JSON object")
+	}
+	var rec recordJSON
+	if err := json.Unmarshal(v, &rec); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return hub.Registration{}, fmt.Errorf("field %q has the wrong JSON type (%s)", te.Field, te.Value)
+		}
+		return hub.Registration{}, fmt.Errorf("value is not valid JSON: %v", err)
+	}
+	return hub.Registration{
+		User:              user,
+		Realm:             realm,
+		Contact:           rec.Contact,
+		Protocol:          rec.Protocol,
+		Proxy:             rec.Proxy,
+		SBCAddress:        rec.SBCAddress,
+		PrivateSBCAddress: rec.PrivateSBCAddress,
+		CallHook:          string(rec.CallHook),
+		CallStatusHook:    string(rec.CallStatusHook),
+		AllowDirectApp:    int(rec.AllowDirectApp),
+		AllowDirectQueue:  int(rec.AllowDirectQueue),
+		AllowDirectUser:   int(rec.AllowDirectUser),
+		ExpiryTime:        int64(rec.ExpiryTime),
+	}, nil
+}
+
+// aorOfKey splits "user:<user>@<realm>" (at the last '@', realm
+// lower-cased).
+func aorOfKey(key string) (user, realm string, ok bool) {
+	aor, found := strings.CutPrefix(key, RedisUserPrefix)
+	if !found {
+		return "", "", false
+	}
+	return hub.SplitAOR(aor)
+}
+
+// truthy is 1 when the JSON value is truthy in JavaScript (true, a non-zero
+// number, a non-empty string, an object or array) and 0 otherwise.
+type truthy int
+
+func (t *truthy) UnmarshalJSON(b []byte) error {
+	*t = 0
+	switch b[0] {
+	case 'n', 'f': // null, false
+	case 't', '{', '[':
+		*t = 1
+	case '"':
+		if len(b) > 2 {
+			*t = 1
+		}
+	default:
+		f, err := strconv.ParseFloat(string(b), 64)
+		if err != nil {
+			return err
+		}
+		if f != 0 && !math.IsNaN(f) {
+			*t = 1
+		}
+	}
+	return nil
+}
+
+var typeInt64 = reflect.TypeFor[int64]()
+
+// epochMilli accepts a JSON number (or null) of milliseconds.
+type epochMilli int64
+
+func (e *epochMilli) UnmarshalJSON(b []byte) error {
+	if b[0] == 'n' {
+		*e = 0
+		return nil
+	}
+	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil {
+		*e = epochMilli(n)
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1<<62 {
+		return &json.UnmarshalTypeError{Value: "non-number " + string(b[:min(len(b), 20)]), Type: typeInt64}
+	}
+	*e = epochMilli(f)
+	return nil
+}
+
+// anyText keeps a JSON string as its text and any other value (an object
+// hook, say) as its JSON encoding; null is "".
+type anyText string
+
+func (a *anyText) UnmarshalJSON(b []byte) error {
+	switch b[0] {
+	case 'n':
+		*a = ""
+	case '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*a = anyText(s)
+	default:
+		*a = anyText(b)
+	}
+	return nil
+}
