@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/presencehub/presencehub/api"
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store"
+	"github.com/presencehub/presencehub/web"
+)
+
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Serve the REST API, the websocket stream (/v1/stream) and the dashboard (/).", getenv, stderr)
+	c := addCommon(fs, true, true)
+	listen := fs.str("listen", "PRESENCEHUB_LISTEN", "127.0.0.1:8080", "address to listen on")
+	migrate := fs.boolean("migrate", "PRESENCEHUB_MIGRATE", false, "apply database migrations before serving")
+	configure := fs.boolean("redis-configure-notifications", "PRESENCEHUB_REDIS_CONFIGURE_NOTIFICATIONS", false, "set notify-keyspace-events on the Redis server if it lacks what presencehub needs")
+	reconcile := fs.duration("reconcile-interval", "PRESENCEHUB_RECONCILE_INTERVAL", 5*time.Minute, "how often to re-read every registration from Redis as a safety net (0 disables)")
+	history := fs.integer("history", "PRESENCEHUB_HISTORY", 1024, "changes kept per account for websocket resume")
+	queueLen := fs.integer("queue-len", "PRESENCEHUB_QUEUE_LEN", 1024, "bound of each websocket subscription's queue before conflation")
+	sessionTTL := fs.duration("session-ttl", "PRESENCEHUB_SESSION_TTL", 12*time.Hour, "lifetime of a dashboard session")
+	tlsCert := fs.str("tls-cert", "PRESENCEHUB_TLS_CERT", "", "serve HTTPS with this certificate file (with --tls-key)")
+	tlsKey := fs.str("tls-key", "PRESENCEHUB_TLS_KEY", "", "private key file for --tls-cert")
+	logLevel := fs.str("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
+	logFormat := fs.str("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if *reconcile == 0 {
+		*reconcile = -1
+	}
+
+	db, err := store.Open(ctx, *c.databaseURL, *c.encryptionKey)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer db.Close()
+	if *migrate {
+		applied, err := db.Migrate(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		log.Info("migrations applied", "new", len(applied))
+	}
+	src, err := store.NewRedisSource(store.RedisOptions{
+		URL: *c.redisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer src.Close()
+	if err := src.Check(ctx); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+
+	h := hub.New(hub.Options{History: *history, QueueLen: *queueLen, Logger: log})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- h.Run(ctx, src) }()
+	go func() {
+		err := db.WatchClients(ctx, func(realm string, clients map[string]hub.Flags) { h.SetClients(realm, clients) })
+		if err != nil && ctx.Err() == nil {
+			log.Error("watching SIP clients in postgres stopped", "err", err)
+		}
+	}()
+
+	apiHandler := api.New(api.Options{
+		Presence: h, Directory: db, Logger: log,
+		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
+	})
+	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != ""})
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", apiHandler)
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		mux.Handle(p, apiHandler)
+	}
+	mux.Handle("/", webHandler)
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
+	}
+	url := scheme + "://" + displayAddr(ln.Addr().String())
+	fmt.Fprintf(stdout, "presencehub %s serving on %s\n", version, url)
+	log.Info("serving", "url", url, "redis", redactURL(*c.redisURL), "postgres", redactURL(*c.databaseURL))
+
+	serveErr := make(chan error, 1)
+	go func() {
+		if *tlsCert != "" {
+			serveErr <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-hubDone:
+		if err != nil {
+			runErr = fmt.Errorf("redis: %w", err)
+		}
+	}
+	log.Info("shutting down")
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer shutCancel()
+	cancel() // ends the hub, which closes every websocket subscription (1001 going away)
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown", "err", err)
+	}
+	return runErr
+}
+
+func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
+	hm := &h.Metrics
+	m.Counter("presencehub_changes_total", "Presence changes emitted by the hub.", hm.Changes.Load())
+	m.Counter("presencehub_expirations_total", "Registrations expired by the hub's own clock.", hm.Expirations.Load())
+	m.Counter("presencehub_resyncs_total", "Full resyncs from Redis applied.", hm.Resyncs.Load())
+	m.Counter("presencehub_conflations_total", "Subscriber queues compacted to the latest state per user.", hm.Conflations.Load())
+	m.Counter("presencehub_subscriber_resyncs_total", "Subscribers sent a fresh snapshot because they fell behind.", hm.SubResyncs.Load())
+	m.Gauge("presencehub_subscriptions", "Current stream subscriptions.", float64(hm.Subscribers.Load()))
+	rm := src.Metrics()
+	m.Counter("presencehub_redis_notifications_total", "Keyspace notifications received.", rm.Notifications)
+	m.Counter("presencehub_redis_malformed_total", "Registration values skipped because they were malformed.", rm.Malformed)
+	m.Counter("presencehub_redis_reconnects_total", "Pub/sub reconnections to Redis.", rm.Reconnects)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// displayAddr turns a wildcard listen address into one a browser can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// redactURL hides a password in a connection URL for logs.
+func redactURL(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	scheme := strings.Index(s, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return s
+	}
+	cred := s[scheme+3 : at]
+	if i := strings.IndexByte(cred, ':'); i >= 0 {
+		return s[:scheme+3] + cred[:i] + ":xxxxx" + s[at:]
+	}
+	return s
+}
