@@ -1,0 +1,323 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DB is the PostgreSQL repository: service providers, accounts, API keys,
+// SIP clients and dashboard sessions. It is safe for concurrent use.
+//
+// Account, Authenticate and Session are on every request's path, so they are
+// served from short-lived in-memory caches. A write through this DB clears
+// them at once; a write by another process clears them when the notification
+// arrives (only while WatchClients runs) and otherwise within the caches' TTL.
+type DB struct {
+	pool   *pgxpool.Pool
+	sealer *sealer
+
+	accounts *ttlCache[string, Account]
+	keys     *ttlCache[[32]byte, authEntry] // by token hash
+	sessions *ttlCache[[32]byte, authEntry] // by session token hash
+
+	// last_used bookkeeping (see touch).
+	touched  sync.Map // api_key_sid → *atomic.Int64 (unix nanoseconds of last enqueue)
+	touchCh  chan string
+	stop     context.CancelFunc
+	done     chan struct{}
+	closeOne sync.Once
+}
+
+// Cache lifetimes. Short, because another process's change reaches us only
+// through NOTIFY while WatchClients runs; otherwise the TTL bounds staleness.
+const (
+	accountCacheTTL = 5 * time.Second
+	authCacheTTL    = 5 * time.Second
+	// Bounds memory when someone floods us with made-up tokens (they are
+	// cached as unknown to spare the database).
+	authCacheMax    = 100_000
+	accountCacheMax = 100_000
+	touchInterval   = time.Minute
+)
+
+// Open connects a pool to databaseURL. Connections are made lazily, so Open
+// succeeds while the database is still starting; use Ping to check it.
+// encryptionKey (PRESENCEHUB_ENCRYPTION_KEY) encrypts SIP client passwords;
+// it must not be empty, and must stay the same for stored passwords to be
+// readable.
+func Open(ctx context.Context, databaseURL, encryptionKey string) (*DB, error) {
+	s, err := newSealer(encryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "presencehub"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	bg, stop := context.WithCancel(context.Background())
+	db := &DB{
+		pool:     pool,
+		sealer:   s,
+		accounts: newTTLCache[string, Account](accountCacheTTL, accountCacheMax),
+		keys:     newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),
+		sessions: newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),
+		touchCh:  make(chan string, 1024),
+		stop:     stop,
+		done:     make(chan struct{}),
+	}
+	go db.touchLoop(bg)
+	return db, nil
+}
+
+// Close stops background work and closes the pool. It is safe to call more
+// than once.
+func (db *DB) Close() {
+	db.closeOne.Do(func() {
+		db.stop()
+		<-db.done
+		db.pool.Close()
+	})
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.pool.Ping(ctx)
+}
+
+// invalidateAuth forgets every cached key and session, e.g. after a key was
+// deleted: deletions are rare, and a precise index is not worth its upkeep.
+func (db *DB) invalidateAuth() {
+	db.keys.clear()
+	db.sessions.clear()
+}
+
+// --- errors ---
+
+// constraintErrors gives the errors of named constraints, so that messages
+// say what is wrong in the caller's terms.
+var constraintErrors = map[string]error{
+	"service_providers_name_key":         fmt.Errorf("a service provider with that name already exists: %w", ErrConflict),
+	"accounts_sip_realm_key":             fmt.Errorf("the sip_realm is already in use by another account: %w", ErrConflict),
+	"accounts_sip_realm_check":           fmt.Errorf("the sip_realm is not a valid domain name: %w", ErrInvalid),
+	"accounts_service_provider_sid_fkey": fmt.Errorf("unknown service provider: %w", ErrInvalid),
+	"api_keys_service_provider_sid_fkey": fmt.Errorf("unknown service provider: %w", ErrInvalid),
+	"api_keys_account_sid_fkey":          fmt.Errorf("unknown account: %w", ErrInvalid),
+	"clients_account_sid_fkey":           fmt.Errorf("unknown account: %w", ErrInvalid),
+	"clients_account_username_key":       fmt.Errorf("the client's username already exists: %w", ErrConflict),
+	"sessions_api_key_sid_fkey":          fmt.Errorf("unknown api key: %w", ErrInvalid),
+}
+
+// mapError translates a driver error into the store's vocabulary. what names
+// the thing looked up, for ErrNotFound ("account 1234…"). Errors it does not
+// know are wrapped with op and returned as unexpected.
+func mapError(err error, op, what string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		if e, ok := constraintErrors[pe.ConstraintName]; ok {
+			return e
+		}
+		switch pe.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%s: already exists: %w", op, ErrConflict)
+		case "23503": // foreign_key_violation
+			return fmt.Errorf("%s: refers to something that does not exist: %w", op, ErrInvalid)
+		case "23514", "23502": // check_violation, not_null_violation
+			return fmt.Errorf("%s: violates %s: %w", op, pe.ConstraintName, ErrInvalid)
+		case "22P02", "22001": // invalid_text_representation, string_data_right_truncation
+			return fmt.Errorf("%s: malformed value: %w", op, ErrInvalid)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+var errMalformedSID = fmt.Errorf("malformed sid: %w", ErrInvalid)
+
+// checkSID rejects sids that are not UUIDs before they reach the database
+// (where they would fail as invalid_text_representation) and returns the
+// canonical lower-case form, which the caches are keyed by.
+func checkSID(sid string) (string, error) {
+	if !ValidSID(sid) {
+		return "", errMalformedSID
+	}
+	return strings.ToLower(sid), nil
+}
+
+// checkOptionalSID is checkSID for a reference that may be empty.
+func checkOptionalSID(sid string) (string, error) {
+	if sid == "" {
+		return "", nil
+	}
+	return checkSID(sid)
+}
+
+// sidOrNew returns sid in canonical form, or a new one when it is empty.
+func sidOrNew(sid string) (string, error) {
+	if sid == "" {
+		return newSID(), nil
+	}
+	return checkSID(sid)
+}
+
+// nullIfEmpty maps "" to SQL NULL for optional columns.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// normalizeRealm lower-cases and trims a SIP realm and checks that it looks
+// like a host name: dot-separated labels of letters, digits and hyphens, 1–63
+// characters each, no label starting or ending with a hyphen, 253 characters
+// at most. "" (no realm) is allowed.
+func normalizeRealm(realm string) (string, error) {
+	realm = strings.ToLower(strings.TrimSpace(realm))
+	if realm == "" {
+		return "", nil
+	}
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("sip_realm %q is not a valid domain name (%s): %w", realm, why, ErrInvalid)
+	}
+	if len(realm) > 253 {
+		return bad("longer than 253 characters")
+	}
+	for _, label := range strings.Split(realm, ".") {
+		switch {
+		case label == "":
+			return bad("empty label")
+		case len(label) > 63:
+			return bad("label longer than 63 characters")
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return bad("label starts or ends with a hyphen")
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return bad("only letters, digits, hyphens and dots are allowed")
+			}
+		}
+	}
+	return realm, nil
+}
+
+// checkUsername enforces what a SIP user part can carry in our system: 1–64
+// characters, no '@' (it would split the AOR "user@realm" wrongly), no
+// whitespace or control characters.
+func checkUsername(u string) error {
+	switch n := utf8.RuneCountInString(u); {
+	case u == "":
+		return fmt.Errorf("missing field username: %w", ErrInvalid)
+	case !utf8.ValidString(u):
+		return fmt.Errorf("username is not valid UTF-8: %w", ErrInvalid)
+	case n > 64:
+		return fmt.Errorf("username is longer than 64 characters: %w", ErrInvalid)
+	}
+	for _, r := range u {
+		switch {
+		case r == '@':
+			return fmt.Errorf("username must not contain '@': %w", ErrInvalid)
+		case unicode.IsSpace(r):
+			return fmt.Errorf("username must not contain whitespace: %w", ErrInvalid)
+		case unicode.IsControl(r):
+			return fmt.Errorf("username must not contain control characters: %w", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// --- caches ---
+
+// ttlCache is a small map with per-entry expiry. Every invalidation bumps a
+// generation, and put is ignored when the generation moved since the caller
+// started its database read: otherwise a read racing with a delete could put
+// back what the delete just removed.
+type ttlCache[K comparable, V any] struct {
+	ttl time.Duration
+	max int
+
+	mu  sync.RWMutex
+	gen uint64
+	m   map[K]cacheEntry[V]
+}
+
+type cacheEntry[V any] struct {
+	v     V
+	until time.Time
+}
+
+func newTTLCache[K comparable, V any](ttl time.Duration, max int) *ttlCache[K, V] {
+	return &ttlCache[K, V]{ttl: ttl, max: max, m: make(map[K]cacheEntry[V])}
+}
+
+func (c *ttlCache[K, V]) get(k K, now time.Time) (V, bool) {
+	c.mu.RLock()
+	e, ok := c.m[k]
+	c.mu.RUnlock()
+	if !ok || !now.Before(e.until) {
+		var zero V
+		return zero, false
+	}
+	return e.v, true
+}
+
+// generation is read before the database read whose result will be put.
+func (c *ttlCache[K, V]) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+func (c *ttlCache[K, V]) put(k K, v V, gen uint64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.m) >= c.max {
+		for k, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= c.max {
+			clear(c.m) // crude, but bounded; a flood of junk must not grow memory
+		}
+	}
+	c.m[k] = cacheEntry[V]{v: v, until: now.Add(c.ttl)}
+}
+
+func (c *ttlCache[K, V]) remove(k K) {
+	c.mu.Lock()
+	c.gen++
+	delete(c.m, k)
+	c.mu.Unlock()
+}
+
+func (c *ttlCache[K, V]) clear() {
+	c.mu.Lock()
+	c.gen++
+	clear(c.m)
+	c.mu.Unlock()
+}

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ClientFilter selects SIP clients; an empty field does not filter.
+type ClientFilter struct {
+	AccountSID         string
+	ServiceProviderSID string
+}
+
+// ClientUpdate lists the fields of a SIP client to change; nil leaves a
+// field as it is.
+type ClientUpdate struct {
+	Username, Password                                                               *string
+	IsActive, AllowDirectAppCalling, AllowDirectQueueCalling, AllowDirectUserCalling *bool
+}
+
+// maxPasswordBytes matches jambonz's VARCHAR(1024) password column.
+const maxPasswordBytes = 1024
+
+func checkPassword(pw string) error {
+	if len(pw) > maxPasswordBytes {
+		return fmt.Errorf("password is longer than %d bytes: %w", maxPasswordBytes, ErrInvalid)
+	}
+	return nil
+}
+
+// passwordAAD binds a client's encrypted password to the client.
+func passwordAAD(clientSID string) string { return "presencehub client password " + clientSID }
+
+const clientSelect = `SELECT c.client_sid::text, c.account_sid::text, c.username, c.password, c.is_active,
+	c.allow_direct_app_calling, c.allow_direct_queue_calling, c.allow_direct_user_calling
+FROM clients c`
+
+// scanClient reads a client and masks its password.
+func (db *DB) scanClient(r pgx.Row) (Client, error) {
+	var c Client
+	var sealed []byte
+	err := r.Scan(&c.SID, &c.AccountSID, &c.Username, &sealed, &c.IsActive,
+		&c.AllowDirectAppCalling, &c.AllowDirectQueueCalling, &c.AllowDirectUserCalling)
+	if err != nil {
+		return Client{}, err
+	}
+	pw, err := db.sealer.open(sealed, passwordAAD(c.SID))
+	if err != nil {
+		return Client{}, fmt.Errorf("client %s: %w", c.SID, err)
+	}
+	c.Password = maskPassword(pw)
+	return c, nil
+}
+
+// CreateClient stores a SIP client of an existing account (ErrInvalid
+// otherwise) with its password encrypted, generating its sid when empty.
+// Usernames are unique per account regardless of case (ErrConflict). The
+// returned client's password is masked.
+func (db *DB) CreateClient(ctx context.Context, c Client, password string) (Client, error) {
+	var err error
+	if c.SID, err = sidOrNew(c.SID); err != nil {
+		return Client{}, err
+	}
+	if c.AccountSID == "" {
+		return Client{}, fmt.Errorf("missing field account_sid: %w", ErrInvalid)
+	}
+	if c.AccountSID, err = checkSID(c.AccountSID); err != nil {
+		return Client{}, fmt.Errorf("unknown account: %w", ErrInvalid)
+	}
+	if err := checkUsername(c.Username); err != nil {
+		return Client{}, err
+	}
+	if err := checkPassword(password); err != nil {
+		return Client{}, err
+	}
+	_, err = db.pool.Exec(ctx, `INSERT INTO clients (client_sid, account_sid, username, password, is_active,
+			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		c.SID, c.AccountSID, c.Username, db.sealer.seal(password, passwordAAD(c.SID)), c.IsActive,
+		c.AllowDirectAppCalling, c.AllowDirectQueueCalling, c.AllowDirectUserCalling)
+	if err != nil {
+		return Client{}, mapError(err, "create client", "")
+	}
+	c.Password = maskPassword(password)
+	return c, nil
+}
+
+// Client returns the SIP client with the given sid, its password masked.
+func (db *DB) Client(ctx context.Context, sid string) (Client, error) {
+	sid, err := checkSID(sid)
+	if err != nil {
+		return Client{}, err
+	}
+	c, err := db.scanClient(db.pool.QueryRow(ctx, clientSelect+` WHERE c.client_sid = $1`, sid))
+	if err != nil {
+		return Client{}, mapError(err, "get client", "client "+sid)
+	}
+	return c, nil
+}
+
+// Clients returns the SIP clients matching f, sorted by lower-cased
+// username, their passwords masked.
+func (db *DB) Clients(ctx context.Context, f ClientFilter) ([]Client, error) {
+	account, err := checkOptionalSID(f.AccountSID)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := checkOptionalSID(f.ServiceProviderSID)
+	if err != nil {
+		return nil, err
+	}
+	rows, _ := db.pool.Query(ctx, clientSelect+` JOIN accounts a ON a.account_sid = c.account_sid
+		WHERE ($1::uuid IS NULL OR c.account_sid = $1)
+		  AND ($2::uuid IS NULL OR a.service_provider_sid = $2)
+		ORDER BY lower(c.username), c.username, c.account_sid`, nullIfEmpty(account), nullIfEmpty(sp))
+	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Client, error) { return db.scanClient(r) })
+	if err != nil {
+		return nil, mapError(err, "list clients", "")
+	}
+	return cs, nil
+}
+
+// UpdateClient changes the fields of u that are set, validated as in
+// CreateClient.
+func (db *DB) UpdateClient(ctx context.Context, sid string, u ClientUpdate) error {
+	sid, err := checkSID(sid)
+	if err != nil {
+		return err
+	}
+	if u.Username != nil {
+		if err := checkUsername(*u.Username); err != nil {
+			return err
+		}
+	}
+	var sealed []byte // nil: keep the stored password
+	if u.Password != nil {
+		if err := checkPassword(*u.Password); err != nil {
+			return err
+		}
+		sealed = db.sealer.seal(*u.Password, passwordAAD(sid))
+	}
+	tag, err := db.pool.Exec(ctx, `UPDATE clients SET
+			username = coalesce($2, username),
+			password = coalesce($3, password),
+			is_active = coalesce($4, is_active),
+			allow_direct_app_calling = coalesce($5, allow_direct_app_calling),
+			allow_direct_queue_calling = coalesce($6, allow_direct_queue_calling),
+			allow_direct_user_calling = coalesce($7, allow_direct_user_calling)
+		WHERE client_sid = $1`,
+		sid, u.Username, sealed, u.IsActive, u.AllowDirectAppCalling, u.AllowDirectQueueCalling, u.AllowDirectUserCalling)
+	return rowsAffected(tag, err, "update client", "client "+sid)
+}
+
+// DeleteClient deletes a SIP client.
+func (db *DB) DeleteClient(ctx context.Context, sid string) error {
+	sid, err := checkSID(sid)
+	if err != nil {
+		return err
+	}
+	tag, err := db.pool.Exec(ctx, `DELETE FROM clients WHERE client_sid = $1`, sid)
+	return rowsAffected(tag, err, "delete client", "client "+sid)
+}
+
+// ClientPassword returns a SIP client's password in clear. Only tests and
+// SBC-like tools need it; the API never shows it.
+func (db *DB) ClientPassword(ctx context.Context, sid string) (string, error) {
+	sid, err := checkSID(sid)
+	if err != nil {
+		return "", err
+	}
+	var sealed []byte
+	err = db.pool.QueryRow(ctx, `SELECT password FROM clients WHERE client_sid = $1`, sid).Scan(&sealed)
+	if err != nil {
+		return "", mapError(err, "get client password", "client "+sid)
+	}
+	return db.sealer.open(sealed, passwordAAD(sid))
+}
