@@ -11,6 +11,12 @@
 // Pushing into a subscriber never blocks: a full queue is conflated (latest
 // state per user) and, if that is not enough, marked for a fresh snapshot.
 //
+// Lock order: Hub.mu (the realm map) before a realm's mu before a
+// subscription's mu. No code holds two realms' locks at once, and the owner
+// never waits for a reader: it takes only locks that are held briefly.
+// Run ends by closing every subscription; Subscribe after that returns a
+// closed one.
+//
 // Presence is partitioned by SIP realm (lower-cased). The mapping from account
 // to realm lives outside the hub; one realm is one account.
 //

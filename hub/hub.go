@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"sort"
 	"sync"
@@ -60,7 +61,7 @@ type Metrics struct {
 	Conflations  atomic.Uint64 // subscriber queues compacted to latest state per user
 	SubResyncs   atomic.Uint64 // subscribers sent a fresh snapshot because they fell behind
 	Subscribers  atomic.Int64  // current subscriptions
-	Expirations  atomic.Uint64 // entries expired by the hub's own clock
+	Expirations  atomic.Uint64 // removals emitted as "expired" (by the hub's clock, or reported after the deadline)
 	SyncedAtUnix atomic.Int64  // last full resync, unix ms
 }
 
@@ -71,15 +72,19 @@ type Hub struct {
 	now   func() time.Time
 	epoch string
 
-	ops   chan func()
-	ready atomic.Bool
-	done  chan struct{}
+	ops     chan func()
+	ready   atomic.Bool
+	started atomic.Bool   // Run was called; a hub runs once
+	stopped atomic.Bool   // Run ended; set under mu before done is closed
+	done    chan struct{} // closed when Run ends
 
 	mu     sync.RWMutex // guards realms (the map, not the realms)
 	realms map[string]*realmState
 
 	// owned by the Run goroutine
 	deadlines deadlineHeap
+	compactAt int    // heap size that triggers dropping stale deadlines
+	lastGen   uint64 // last entry generation handed out, hub-wide
 	timer     *time.Timer
 
 	Metrics Metrics
@@ -87,8 +92,11 @@ type Hub struct {
 
 // New returns a hub that is not yet running.
 func New(opts Options) *Hub {
-	if opts.History < 100 {
+	switch {
+	case opts.History <= 0:
 		opts.History = 1024
+	case opts.History < 100:
+		opts.History = 100
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 256
@@ -102,13 +110,14 @@ func New(opts Options) *Hub {
 	var e [6]byte
 	_, _ = rand.Read(e[:])
 	return &Hub{
-		opts:   opts,
-		log:    opts.Logger,
-		now:    opts.Now,
-		epoch:  hex.EncodeToString(e[:]),
-		ops:    make(chan func(), 256),
-		done:   make(chan struct{}),
-		realms: make(map[string]*realmState),
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.Now,
+		epoch:     hex.EncodeToString(e[:]),
+		ops:       make(chan func(), 256),
+		done:      make(chan struct{}),
+		realms:    make(map[string]*realmState),
+		compactAt: minCompact,
 	}
 }
 
@@ -118,26 +127,46 @@ func (h *Hub) Epoch() string { return h.epoch }
 // Ready reports whether the first full sync from the source has been applied.
 func (h *Hub) Ready() bool { return h.ready.Load() }
 
+// errSourceStopped is Run's error when the Source's Watch returns nil before
+// ctx is done, which the Source contract does not allow.
+var errSourceStopped = errors.New("hub: source stopped watching")
+
 // Run owns the snapshot until ctx is done. If src is not nil its Watch is
-// run alongside; Run returns when ctx is done (or when Watch fails), closing
-// every subscription.
+// run alongside; Run returns when ctx is done (or when Watch returns), closing
+// every subscription, and only after Watch has returned. A hub runs once: a
+// second call returns an error.
 func (h *Hub) Run(ctx context.Context, src Source) error {
+	if !h.started.CompareAndSwap(false, true) {
+		return errors.New("hub: Run called more than once")
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errc := make(chan error, 1)
-	if src != nil {
+	watching := src != nil
+	if watching {
 		go func() { errc <- src.Watch(ctx, h) }()
 	}
 	h.timer = time.NewTimer(time.Hour)
-	defer h.timer.Stop()
-	defer h.closeAll()
+	defer func() {
+		cancel()
+		h.timer.Stop()
+		// closeAll closes done, which releases a Watch blocked in Update or
+		// Resync; then wait for it so no goroutine outlives Run.
+		h.closeAll()
+		if watching {
+			<-errc
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
+			watching = false
 			if ctx.Err() != nil {
 				return nil
+			}
+			if err == nil {
+				err = errSourceStopped
 			}
 			return err
 		case op := <-h.ops:
@@ -156,18 +185,24 @@ func (h *Hub) Run(ctx context.Context, src Source) error {
 		case <-h.timer.C:
 		}
 		h.expire()
+		h.compactDeadlines()
 		h.resetTimer()
 	}
 }
 
+// closeAll ends every subscription. stopped is set first, under h.mu, so a
+// Subscribe racing with it either sees stopped (under its realm's lock) or
+// registered its subscription before closeAll reached that realm.
 func (h *Hub) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.stopped.Store(true)
 	for _, r := range h.realms {
 		r.mu.Lock()
 		for s := range r.subs {
 			s.close()
 		}
+		h.Metrics.Subscribers.Add(-int64(len(r.subs)))
 		r.subs = make(map[*Subscription]struct{})
 		r.mu.Unlock()
 	}
@@ -213,12 +248,19 @@ func (h *Hub) Update(updates ...Update) {
 	})
 }
 
-// SetClients replaces the known SIP clients of realm (lower-cased usernames
-// to flags); they give the flags of users that are not registered.
+// SetClients replaces the known SIP clients of realm (usernames to flags;
+// usernames match case-insensitively); they give the flags of users that are
+// not registered. The hub keeps a copy of clients.
 func (h *Hub) SetClients(realm string, clients map[string]Flags) {
+	// A copy: the hub reads it under its lock and SetClient writes into it,
+	// so keeping the caller's map would race with (and write into) it.
+	m := make(map[string]Flags, len(clients))
+	for name, f := range clients {
+		m[lower(name)] = f
+	}
 	r := h.realm(realm, true)
 	r.mu.Lock()
-	r.clients = clients
+	r.clients = m
 	r.mu.Unlock()
 }
 
@@ -260,10 +302,13 @@ func (h *Hub) resync(regs []Registration) {
 	for i := range regs {
 		reg := &regs[i]
 		h.upsert(reg, now)
-		m := seen[reg.Realm]
+		// Keyed like realms: upsert lower-cases the realm, so must this, or
+		// every user of a mixed-case realm is removed right after being added.
+		realm := lower(reg.Realm)
+		m := seen[realm]
 		if m == nil {
 			m = make(map[string]struct{})
-			seen[reg.Realm] = m
+			seen[realm] = m
 		}
 		m[reg.User] = struct{}{}
 	}
@@ -299,7 +344,8 @@ func (h *Hub) resync(regs []Registration) {
 func (h *Hub) upsert(in *Registration, now time.Time) {
 	reg := *in
 	reg.Realm = lower(reg.Realm)
-	if reg.ExpiryTime == 0 && !reg.Deadline.IsZero() {
+	derived := reg.ExpiryTime == 0 && !reg.Deadline.IsZero()
+	if derived {
 		reg.ExpiryTime = reg.Deadline.UnixMilli()
 	}
 	if !reg.Deadline.IsZero() && !reg.Deadline.After(now) {
@@ -315,6 +361,12 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 	since := now
 	if old != nil {
 		since = old.since
+		if derived && old.derived && absMillis(reg.ExpiryTime-old.reg.ExpiryTime) < expiryJitter.Milliseconds() {
+			// The SBC gave no expiryTime, so it comes from the TTL measured
+			// at each read; a re-read without a new REGISTER differs by the
+			// measurement only and must not look like a refresh.
+			reg.ExpiryTime = old.reg.ExpiryTime
+		}
 		switch {
 		case old.reg.Contact != reg.Contact || old.reg.Protocol != reg.Protocol || old.reg.Proxy != reg.Proxy ||
 			old.reg.AllowDirectApp != reg.AllowDirectApp || old.reg.AllowDirectQueue != reg.AllowDirectQueue ||
@@ -323,19 +375,25 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 		case old.reg.ExpiryTime != reg.ExpiryTime:
 			event = EventRefreshed
 		default:
-			// Same record; only keep the fresher deadline.
-			if !reg.Deadline.IsZero() && !reg.Deadline.Equal(old.reg.Deadline) {
-				old.reg.Deadline = reg.Deadline
-				old.gen++
-				h.pushDeadline(r.name, reg.User, reg.Deadline, old.gen)
+			// Same record as far as any encoding goes: no change to emit,
+			// but keep the fields no encoding shows (SBC addresses, hooks)
+			// and the fresher deadline.
+			deadline := old.reg.Deadline
+			if !reg.Deadline.IsZero() && !reg.Deadline.Equal(deadline) {
+				deadline = reg.Deadline
+				old.gen = h.nextGen()
+				h.pushDeadline(r.name, reg.User, deadline, old.gen)
 			}
+			old.reg = reg
+			old.reg.Deadline = deadline
 			return
 		}
 	}
-	e := &entry{reg: reg, since: since, eventTime: now, event: event}
-	if old != nil {
-		e.gen = old.gen + 1
-	}
+	// A fresh generation from a hub-wide counter, not old.gen+1: after an
+	// un-REGISTER the entry is gone, and a re-registration counting from 0
+	// again would match the old binding's heap entry and expire at its
+	// deadline.
+	e := &entry{reg: reg, since: since, eventTime: now, event: event, gen: h.nextGen(), derived: derived}
 	e.json = appendUser(nil, &e.reg)
 	if old == nil {
 		r.online++
@@ -399,6 +457,23 @@ func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.
 	h.Metrics.Changes.Add(1)
 }
 
+// expiryJitter is how far an expiry computed from a re-measured TTL may move
+// without counting as a refresh (Redis TTL has a resolution of one second).
+const expiryJitter = 2 * time.Second
+
+func absMillis(ms int64) int64 {
+	if ms < 0 {
+		return -ms
+	}
+	return ms
+}
+
+// nextGen returns a generation no entry has had; owner goroutine only.
+func (h *Hub) nextGen() uint64 {
+	h.lastGen++
+	return h.lastGen
+}
+
 func (h *Hub) pushDeadline(realm, user string, d time.Time, gen uint64) {
 	heap.Push(&h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
 }
@@ -420,6 +495,38 @@ func (h *Hub) expire() {
 			h.remove(d.realm, d.user, now, true)
 		}
 	}
+}
+
+// minCompact is the smallest heap size at which stale deadlines are dropped.
+const minCompact = 1024
+
+// compactDeadlines drops heap entries that no longer match a live entry's
+// gen. Every refresh and every re-read with a re-measured TTL pushes a new
+// deadline and leaves the old one behind until it comes due, which can be an
+// hour later: with a periodic reconcile the heap would hold many times the
+// number of registrations. Compacting when the heap doubles keeps it within
+// twice the live count (plus minCompact) at amortised O(1) per push. It runs on
+// the owner goroutine with no lock held.
+func (h *Hub) compactDeadlines() {
+	if len(h.deadlines) <= h.compactAt {
+		return
+	}
+	kept := h.deadlines[:0]
+	for _, d := range h.deadlines {
+		if r := h.realm(d.realm, false); r != nil {
+			r.mu.RLock()
+			e := r.users[d.user]
+			current := e != nil && e.gen == d.gen
+			r.mu.RUnlock()
+			if current {
+				kept = append(kept, d)
+			}
+		}
+	}
+	clear(h.deadlines[len(kept):]) // drop the strings the tail still holds
+	h.deadlines = kept
+	heap.Init(&h.deadlines)
+	h.compactAt = max(minCompact, 2*len(kept))
 }
 
 func (h *Hub) resetTimer() {
@@ -449,6 +556,7 @@ func (d *deadlineHeap) Push(x any)        { *d = append(*d, x.(deadline)) }
 func (d *deadlineHeap) Pop() any {
 	old := *d
 	x := old[len(old)-1]
+	old[len(old)-1] = deadline{} // let the strings go
 	*d = old[:len(old)-1]
 	return x
 }
@@ -472,7 +580,8 @@ type entry struct {
 	since     time.Time
 	eventTime time.Time
 	event     string
-	gen       uint64
+	gen       uint64 // matches the one current deadline heap entry
+	derived   bool   // reg.ExpiryTime was computed from Deadline
 	json      []byte // the 9-field encoding
 }
 

@@ -166,6 +166,9 @@ func (h *Hub) ListJSON(realm string) []byte {
 		b = appendString(b, n+"@"+r.name)
 	}
 	b = append(b, ']')
+	// No spare capacity: an append by a caller must copy, not write into
+	// the cache that other readers share.
+	b = b[:len(b):len(b)]
 	// Store while still holding the read lock: the owner clears the cache
 	// under the write lock, so a stale list can never be stored after it.
 	r.list.Store(&b)

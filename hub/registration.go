@@ -43,12 +43,16 @@ type Flags struct {
 
 // SplitAOR splits "user@realm" at its last '@' (as jambonz's registrar does)
 // and lower-cases the realm. ok is false when either part is empty.
+//
+// The realm is lower-cased in ASCII only, exactly as every other realm the hub
+// sees: with strings.ToLower a non-ASCII realm from a notification's AOR would
+// not find the entry a Registration stored, and never be removed.
 func SplitAOR(aor string) (user, realm string, ok bool) {
 	i := strings.LastIndexByte(aor, '@')
 	if i <= 0 || i == len(aor)-1 {
 		return "", "", false
 	}
-	return aor[:i], strings.ToLower(aor[i+1:]), true
+	return aor[:i], lower(aor[i+1:]), true
 }
 
 // Status values of a user.

@@ -78,6 +78,13 @@ func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if h.stopped.Load() {
+		// Run has ended and nothing would ever close it: hand back a
+		// closed subscription, so Next reports closed at once.
+		s.closed = true
+		s.signal()
+		return s, Start{Snapshot: s.snapshotLocked()}
+	}
 	var st Start
 	if p := req.Since; p != nil && p.Epoch == h.epoch {
 		if missed, ok := r.history.after(p.Seq, r.seq); ok {
