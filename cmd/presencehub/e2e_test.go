@@ -71,6 +71,17 @@ func TestRESTFollowsRedis(t *testing.T) {
 		in.call(key, "GET", base+"/carol", nil, 200, &one)
 		return one["registered_status"] == "inactive"
 	})
+	// A SIP client created through the API gives its flags to its user while
+	// the user is not registered (the hub learns of it via LISTEN/NOTIFY).
+	in.call(key, "POST", "/v1/Clients", map[string]any{"username": "Zed", "password": "pw",
+		"allow_direct_app_calling": 0, "allow_direct_queue_calling": 1, "allow_direct_user_calling": 0}, 201, nil)
+	in.eventually("client flags reach the hub", 3*time.Second, func() bool {
+		var one map[string]any
+		in.call(key, "GET", base+"/zed", nil, 200, &one)
+		return one["registered_status"] == "inactive" && one["allow_direct_app_calling"] == 0.0 &&
+			one["allow_direct_queue_calling"] == 1.0 && one["allow_direct_user_calling"] == 0.0
+	})
+
 	// Redis has not noticed yet: with active expiry off the key still sits in
 	// memory (DBSIZE counts it) until something touches it.
 	if n := in.rdb.DBSize(context.Background()).Val(); n < 3 {
