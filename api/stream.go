@@ -64,7 +64,7 @@ func (s *server) handleStream() http.Handler {
 			s.stats.connections.Add(-1)
 			s.stats.disconnects.Add(1)
 		}()
-		sc := &streamConn{s: s, c: c, p: p, wake: make(chan struct{}, 1), subs: make(map[string]*streamSub)}
+		sc := &streamConn{s: s, c: c, p: p, subs: make(map[string]*streamSub)}
 		sc.serve(r.Context())
 	})
 }
@@ -89,17 +89,29 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie 
 	return p, false, &apiError{http.StatusUnauthorized, "missing credentials: send Authorization: Bearer <key>, ?ticket=<ticket> or the dashboard session cookie"}
 }
 
+// streamConn is one websocket connection. Its only long-lived goroutine is
+// the one reading client frames (the handler's). Writing happens in a
+// goroutine started on demand when there is something to send and ended
+// when the queues are empty, so an idle connection costs no writer stack;
+// pings run from a runtime timer the same way.
 type streamConn struct {
-	s    *server
-	c    *websocket.Conn
-	p    store.Principal
-	wake chan struct{}
+	s *server
+	c *websocket.Conn
+	p store.Principal
 
-	mu    sync.Mutex
-	out   [][]byte // frames queued by the reader (snapshots, errors), written before subscription items
-	subs  map[string]*streamSub
-	order []*streamSub // subs in subscription order, for the writer
-	buf   []byte       // writer's frame buffer
+	writing atomic.Bool // a flush goroutine is running
+	pending atomic.Bool // more was queued while it ran
+	ping    *time.Timer
+
+	mu     sync.Mutex
+	out    [][]byte // frames queued by the reader (snapshots, errors), written before subscription items
+	subs   map[string]*streamSub
+	order  []*streamSub // subs in subscription order, for the writer
+	closed bool
+
+	// owned by the flush goroutine (one at a time)
+	buf   []byte
+	items []hub.Item
 }
 
 type streamSub struct {
@@ -111,22 +123,18 @@ type streamSub struct {
 }
 
 func (sc *streamConn) serve(ctx context.Context) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc.writeLoop(ctx, cancel)
-	}()
+	sc.ping = time.AfterFunc(sc.s.stream.PingInterval, sc.heartbeat)
 	defer func() {
-		cancel(nil)
-		<-done
+		sc.ping.Stop()
 		sc.mu.Lock()
-		for _, ss := range sc.subs {
+		sc.closed = true
+		subs := sc.subs
+		sc.subs, sc.order, sc.out = nil, nil, nil
+		sc.mu.Unlock()
+		for _, ss := range subs {
 			ss.sub.Close()
 		}
-		sc.subs = nil
-		sc.mu.Unlock()
+		sc.c.Close(websocket.StatusNormalClosure, "")
 	}()
 	for {
 		_, data, err := sc.c.Read(ctx)
@@ -135,6 +143,22 @@ func (sc *streamConn) serve(ctx context.Context) {
 		}
 		sc.handle(ctx, data)
 	}
+}
+
+// heartbeat pings the client; no pong within the write timeout closes the
+// connection (1008).
+func (sc *streamConn) heartbeat() {
+	ctx, cancel := context.WithTimeout(context.Background(), sc.s.stream.WriteTimeout)
+	defer cancel()
+	if err := sc.c.Ping(ctx); err != nil {
+		sc.c.Close(websocket.StatusPolicyViolation, "no pong")
+		return
+	}
+	sc.mu.Lock()
+	if !sc.closed {
+		sc.ping.Reset(sc.s.stream.PingInterval)
+	}
+	sc.mu.Unlock()
 }
 
 type clientFrame struct {
@@ -239,7 +263,7 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 		sc.fail(f.ID, "bad_request", "account does not have sip_realm configuration")
 		return
 	}
-	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Wake: sc.wake}
+	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Notify: sc.signal}
 	if f.Since != nil {
 		req.Since = &hub.Position{Epoch: f.Since.Epoch, Seq: f.Since.Seq}
 	}
@@ -265,7 +289,7 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 		frames = append(frames, snapshotFrame(ss, st.Snapshot, f.Since != nil, false))
 	}
 	sc.mu.Lock()
-	if sc.subs == nil { // connection ended meanwhile
+	if sc.closed { // connection ended meanwhile
 		sc.mu.Unlock()
 		sub.Close()
 		return
@@ -338,86 +362,106 @@ func (sc *streamConn) queue(frame []byte) {
 	sc.signal()
 }
 
+// signal makes sure a flush runs after this call.
 func (sc *streamConn) signal() {
-	select {
-	case sc.wake <- struct{}{}:
-	default:
+	if sc.writing.CompareAndSwap(false, true) {
+		go sc.flush()
+		return
 	}
+	sc.pending.Store(true)
 }
 
-// writeLoop is the only writer of the connection. It writes the reader's
-// frames first, then drains every subscription; a subscriber that fell
-// behind gets a fresh snapshot. It also pings the client.
-func (sc *streamConn) writeLoop(ctx context.Context, cancel context.CancelCauseFunc) {
-	ping := time.NewTicker(sc.s.stream.PingInterval)
-	defer ping.Stop()
-	var items []hub.Item
+// flush writes until nothing is queued, then ends. At most one runs at a
+// time (writing); a signal that arrives while it runs sets pending, which
+// makes it go round once more.
+func (sc *streamConn) flush() {
 	for {
-		select {
-		case <-ctx.Done():
-			sc.c.Close(websocket.StatusNormalClosure, "")
-			return
-		case <-ping.C:
-			go func() {
-				pctx, pcancel := context.WithTimeout(ctx, sc.s.stream.WriteTimeout)
-				defer pcancel()
-				if err := sc.c.Ping(pctx); err != nil && ctx.Err() == nil {
-					sc.c.Close(websocket.StatusPolicyViolation, "no pong")
-					cancel(err)
-				}
-			}()
+		sc.pending.Store(false)
+		if !sc.flushOnce() {
+			return // the connection is being closed; writing stays set
+		}
+		if sc.pending.Load() {
 			continue
-		case <-sc.wake:
 		}
-		sc.mu.Lock()
-		out := sc.out
-		sc.out = nil
-		subs := append([]*streamSub(nil), sc.order...)
-		sc.mu.Unlock()
-		for _, f := range out {
-			if !sc.write(ctx, cancel, f) {
-				return
-			}
-		}
-		for _, ss := range subs {
-			var resync, closed bool
-			items, resync, closed = ss.sub.Next(items)
-			if closed {
-				sc.c.Close(websocket.StatusGoingAway, "server shutting down")
-				cancel(errors.New("hub closed"))
-				return
-			}
-			for _, it := range items {
-				p := ss.prefix
-				if it.Conflated {
-					p = ss.conflated
-				}
-				sc.buf = append(append(sc.buf[:0], p...), it.Change.Body...)
-				if !sc.write(ctx, cancel, sc.buf) {
-					return
-				}
-			}
-			clear(items)
-			if resync {
-				sc.s.stats.resyncs.Add(1)
-				if !sc.write(ctx, cancel, snapshotFrame(ss, ss.sub.Resnapshot(), false, true)) {
-					return
-				}
-			}
+		sc.writing.Store(false)
+		if !sc.pending.Load() || !sc.writing.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
 
-func (sc *streamConn) write(ctx context.Context, cancel context.CancelCauseFunc, frame []byte) bool {
-	wctx, wcancel := context.WithTimeout(ctx, sc.s.stream.WriteTimeout)
-	err := sc.c.Write(wctx, websocket.MessageText, frame)
-	wcancel()
+// flushOnce writes the reader's frames first, then drains every
+// subscription; a subscriber that fell behind gets a fresh snapshot. It
+// returns false when the connection must end.
+func (sc *streamConn) flushOnce() bool {
+	sc.mu.Lock()
+	if sc.closed {
+		sc.mu.Unlock()
+		return false
+	}
+	out := sc.out
+	sc.out = nil
+	subs := append([]*streamSub(nil), sc.order...)
+	sc.mu.Unlock()
+	for _, f := range out {
+		if !sc.write(f) {
+			return false
+		}
+	}
+	for _, ss := range subs {
+		var resync, closed bool
+		sc.items, resync, closed = ss.sub.Next(sc.items)
+		if closed {
+			sc.mu.Lock()
+			ended := sc.closed || sc.subs[ss.id] != ss
+			sc.mu.Unlock()
+			if ended { // unsubscribed meanwhile
+				continue
+			}
+			sc.c.Close(websocket.StatusGoingAway, "server shutting down")
+			return false
+		}
+		for _, it := range sc.items {
+			p := ss.prefix
+			if it.Conflated {
+				p = ss.conflated
+			}
+			sc.buf = append(append(sc.buf[:0], p...), it.Change.Body...)
+			if !sc.write(sc.buf) {
+				return false
+			}
+		}
+		clear(sc.items)
+		if resync {
+			sc.s.stats.resyncs.Add(1)
+			if !sc.write(snapshotFrame(ss, ss.sub.Resnapshot(), false, true)) {
+				return false
+			}
+		}
+	}
+	if cap(sc.buf) > 64<<10 { // don't keep a burst's buffer on an idle connection
+		sc.buf = nil
+	}
+	if cap(sc.items) > 1024 {
+		sc.items = nil
+	}
+	return true
+}
+
+// write sends one frame within the write timeout; a client that cannot take
+// it is disconnected (1008).
+func (sc *streamConn) write(frame []byte) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), sc.s.stream.WriteTimeout)
+	err := sc.c.Write(ctx, websocket.MessageText, frame)
+	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
+		sc.mu.Lock()
+		closing := sc.closed
+		sc.mu.Unlock()
+		if !closing {
 			sc.s.stats.slowDisconnects.Add(1)
 			sc.c.Close(websocket.StatusPolicyViolation, "client too slow")
 		}
-		cancel(err)
 		return false
 	}
 	sc.s.stats.frames.Add(1)

@@ -18,6 +18,10 @@ type SubscribeRequest struct {
 	// Wake is signalled, without blocking, whenever items are queued or the
 	// subscription needs attention. Several subscriptions may share one.
 	Wake chan struct{}
+	// Notify, if set, is called instead of signalling Wake. It is called
+	// with the realm's lock held, so it must not block or call back into
+	// the hub; starting a goroutine is fine.
+	Notify func()
 }
 
 // Snapshot is the state of a realm (or of a watchlist) at Seq.
@@ -53,6 +57,7 @@ type Subscription struct {
 	users map[string]struct{} // nil: all
 	names []string            // watchlist in request order
 	wake  chan struct{}
+	note  func()
 
 	mu      sync.Mutex
 	queue   []Item
@@ -66,7 +71,7 @@ type Subscription struct {
 // the realm's lock, so no change falls between the two.
 func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 	r := h.realm(req.Realm, true)
-	s := &Subscription{realm: r, hub: h, wake: req.Wake, max: h.opts.QueueLen}
+	s := &Subscription{realm: r, hub: h, wake: req.Wake, note: req.Notify, max: h.opts.QueueLen}
 	if len(req.Users) > 0 {
 		s.users = make(map[string]struct{}, len(req.Users))
 		for _, u := range req.Users {
@@ -187,6 +192,10 @@ func (s *Subscription) conflate() {
 }
 
 func (s *Subscription) signal() {
+	if s.note != nil {
+		s.note()
+		return
+	}
 	if s.wake == nil {
 		return
 	}
