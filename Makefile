@@ -11,7 +11,7 @@ run: build
 
 ## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector
 test: deps-test check-generated lint
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m -tags browser ./...
 
 ## bench: short form of every benchmark, one table (see README "Performance")
 bench: build

@@ -1,0 +1,178 @@
+package web
+
+import (
+	"strings"
+	"time"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store"
+)
+
+// pageData is the account page's JSON data block (id "account-data"): the
+// same snapshot the server rendered, so dashboard.js starts from it and
+// resumes the stream from Epoch/Seq instead of asking for a full snapshot.
+type pageData struct {
+	AccountSID string `json:"account_sid"`
+	Realm      string `json:"realm"`
+	// Now is the server's clock in epoch ms; the browser corrects countdowns
+	// for its own clock's offset.
+	Now            int64        `json:"now"`
+	Epoch          string       `json:"epoch"`
+	Seq            uint64       `json:"seq"`
+	PageSize       int          `json:"page_size"`
+	ExpiringWithin int64        `json:"expiring_within_ms"`
+	FeedSize       int          `json:"feed_size"`
+	Query          queryData    `json:"query"`
+	Users          []streamUser `json:"users"`
+	Clients        []clientData `json:"clients"`
+	Series         []int        `json:"series"`
+}
+
+type queryData struct {
+	Q        string `json:"q"`
+	Status   string `json:"status"`
+	Protocol string `json:"protocol"`
+	Sort     string `json:"sort"`
+	Dir      string `json:"dir"`
+	Page     int    `json:"page"`
+}
+
+// streamUser is a registered user in the stream's U shape, plus what the
+// stream does not carry but the table shows.
+type streamUser struct {
+	Name                    string  `json:"name"`
+	Contact                 *string `json:"contact"`
+	ExpiryTime              int64   `json:"expiryTime"`
+	Protocol                *string `json:"protocol"`
+	AllowDirectAppCalling   int     `json:"allow_direct_app_calling"`
+	AllowDirectQueueCalling int     `json:"allow_direct_queue_calling"`
+	AllowDirectUserCalling  int     `json:"allow_direct_user_calling"`
+	RegisteredStatus        string  `json:"registered_status"`
+	Proxy                   *string `json:"proxy"`
+	EventTime               *int64  `json:"event_time"`
+	Since                   *int64  `json:"since"`
+	LastEvent               string  `json:"last_event"`
+}
+
+// clientData is a SIP client as the page logic needs it (never the password).
+type clientData struct {
+	Name   string `json:"name"`
+	SID    string `json:"sid"`
+	Active bool   `json:"active"`
+	App    bool   `json:"app"`
+	Queue  bool   `json:"queue"`
+	User   bool   `json:"user"`
+}
+
+func buildPageData(a store.Account, clients []store.Client, users []hub.UserView, st hub.Stats, epoch string, q TableQuery, now time.Time) pageData {
+	d := pageData{
+		AccountSID: a.SID, Realm: a.SIPRealm, Now: now.UnixMilli(), Epoch: epoch, Seq: st.Seq,
+		PageSize: PageSize, ExpiringWithin: ExpiringWithin.Milliseconds(), FeedSize: FeedSize,
+		Query: queryData{q.Q, q.Status, q.Protocol, q.Sort, q.Dir(), q.Page},
+		Users: make([]streamUser, 0, len(users)), Clients: make([]clientData, 0, len(clients)),
+		Series: st.Series,
+	}
+	if d.Series == nil {
+		d.Series = []int{}
+	}
+	for _, u := range users {
+		su := streamUser{
+			Name: u.Name, Contact: nullable(u.Contact), ExpiryTime: userExpiry(u).UnixMilli(),
+			Protocol: nullable(u.Protocol), RegisteredStatus: hub.StatusActive, Proxy: nullable(u.Proxy),
+			AllowDirectAppCalling: u.Flags.App, AllowDirectQueueCalling: u.Flags.Queue, AllowDirectUserCalling: u.Flags.User,
+			EventTime: msOrNil(u.EventTime), Since: msOrNil(u.Since), LastEvent: u.LastEvent,
+		}
+		if userExpiry(u).IsZero() {
+			su.ExpiryTime = 0
+		}
+		d.Users = append(d.Users, su)
+	}
+	for _, c := range clients {
+		d.Clients = append(d.Clients, clientData{
+			Name: c.Username, SID: c.SID, Active: c.IsActive,
+			App: c.AllowDirectAppCalling, Queue: c.AllowDirectQueueCalling, User: c.AllowDirectUserCalling,
+		})
+	}
+	return d
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func msOrNil(t time.Time) *int64 {
+	if t.IsZero() {
+		return nil
+	}
+	ms := t.UnixMilli()
+	return &ms
+}
+
+// clientForm is the create or edit form of a SIP client, with the values to
+// show again after an error. It never holds a password.
+type clientForm struct {
+	AccountSID string
+	ClientSID  string // "" when creating
+	Username   string
+	IsActive   bool
+	App        bool
+	Queue      bool
+	User       bool
+	// Errors by field name ("username", "password"); "" is the whole form.
+	Errors map[string]string
+}
+
+func (f clientForm) editing() bool { return f.ClientSID != "" }
+
+func (f clientForm) err(field string) string { return f.Errors[field] }
+
+func (f clientForm) hasErrors() bool { return len(f.Errors) > 0 }
+
+// newClientForm is an empty create form with jambonz's defaults (active,
+// every flag on), as the REST API uses when a field is absent.
+func newClientForm(accountSID string) clientForm {
+	return clientForm{AccountSID: accountSID, IsActive: true, App: true, Queue: true, User: true}
+}
+
+func editClientForm(c store.Client) clientForm {
+	return clientForm{
+		AccountSID: c.AccountSID, ClientSID: c.SID, Username: c.Username, IsActive: c.IsActive,
+		App: c.AllowDirectAppCalling, Queue: c.AllowDirectQueueCalling, User: c.AllowDirectUserCalling,
+	}
+}
+
+// storeMessage strips the sentinel's text from a wrapped store error, so
+// "username: already exists: conflict" reads "username: already exists".
+func storeMessage(err error, fallback string) string {
+	s := err.Error()
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrConflict, store.ErrInvalid} {
+		if s == sentinel.Error() {
+			return fallback
+		}
+		s = strings.TrimSuffix(s, ": "+sentinel.Error())
+	}
+	if s == "" {
+		return fallback
+	}
+	return s
+}
+
+// action is where the form posts.
+func (f clientForm) action() string {
+	if f.editing() {
+		return clientURL(f.AccountSID, f.ClientSID)
+	}
+	return accountURL(f.AccountSID) + "/clients"
+}
+
+// id is an element id unique to this form (create and edit forms never
+// share a page, but the filter form does).
+func (f clientForm) id(name string) string {
+	if f.editing() {
+		return "edit-" + name
+	}
+	return "new-" + name
+}

@@ -1,0 +1,334 @@
+// Package web is presencehub's dashboard: templ pages rendered from the hub's
+// snapshot (the same one REST and the stream read), made live in the browser
+// by static/dashboard.js over /v1/stream.
+//
+// Sign-in exchanges an API key for a server-side session (cookie ph_session:
+// HttpOnly, SameSite=Strict, Secure over TLS); the key never reaches browser
+// storage. Every form carries a CSRF token derived from the session (or, for
+// the sign-in form, a double-submit cookie) and cross-origin POSTs are
+// refused outright. Pages carry a strict Content-Security-Policy: no inline
+// script, style or handler anywhere; data for JS travels in a JSON data block.
+//
+// Components never call the hub or the store: handlers build view models with
+// pure functions (BuildRows, Count, ApplyQuery, …) and pass them in.
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/a-h/templ"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store"
+)
+
+// Presence is the part of *hub.Hub the dashboard reads.
+type Presence interface {
+	Users(realm string) []hub.UserView
+	Stats(realm string) hub.Stats
+	Recent(realm string, n int) []*hub.Change
+	Epoch() string
+}
+
+// Directory is the part of *store.DB the dashboard uses.
+type Directory interface {
+	// Authenticate returns store.ErrUnauthorized for a bad or expired key.
+	Authenticate(ctx context.Context, token string) (store.Principal, error)
+	CreateSession(ctx context.Context, p store.Principal, ttl time.Duration) (string, error)
+	// Session returns store.ErrUnauthorized for an unknown or expired session.
+	Session(ctx context.Context, token string) (store.Principal, error)
+	DeleteSession(ctx context.Context, token string) error
+	// Account returns store.ErrNotFound, or store.ErrInvalid for a malformed sid.
+	Account(ctx context.Context, sid string) (store.Account, error)
+	// Accounts lists the accounts of a service provider ("" for all).
+	Accounts(ctx context.Context, serviceProviderSID string) ([]store.Account, error)
+	Clients(ctx context.Context, f store.ClientFilter) ([]store.Client, error)
+	Client(ctx context.Context, sid string) (store.Client, error)
+	// CreateClient returns store.ErrConflict for a duplicate username and
+	// store.ErrInvalid (with a message) for a value it refuses.
+	CreateClient(ctx context.Context, c store.Client, password string) (store.Client, error)
+	UpdateClient(ctx context.Context, sid string, u store.ClientUpdate) error
+	DeleteClient(ctx context.Context, sid string) error
+}
+
+// Options configure the dashboard.
+type Options struct {
+	Presence  Presence
+	Directory Directory
+	// Logger receives the dashboard's logs (default slog.Default()).
+	Logger *slog.Logger
+	// SessionTTL is how long a sign-in lasts (default 12h).
+	SessionTTL time.Duration
+	// Secure marks cookies Secure even when the request itself is not TLS
+	// (set it behind a TLS-terminating proxy).
+	Secure bool
+	// Now is the clock (default time.Now); tests may replace it.
+	Now func() time.Time
+}
+
+// Cookie names.
+const (
+	// SessionCookie holds the dashboard session; /v1/stream authenticates
+	// browsers by it.
+	SessionCookie = "ph_session"
+	signInCookie  = "ph_signin" // double-submit CSRF token of the sign-in form
+	csrfField     = "csrf_token"
+)
+
+// CSP is the Content-Security-Policy of every response.
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// maxForm bounds every form body.
+const maxForm = 64 << 10
+
+type server struct {
+	pres   Presence
+	dir    Directory
+	log    *slog.Logger
+	ttl    time.Duration
+	secure bool
+	now    func() time.Time
+}
+
+// New returns the dashboard as one http.Handler serving /, /signin,
+// /signout, /accounts/… and /static/….
+func New(opts Options) http.Handler {
+	s := &server{pres: opts.Presence, dir: opts.Directory, log: opts.Logger, ttl: opts.SessionTTL,
+		secure: opts.Secure, now: opts.Now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.ttl <= 0 {
+		s.ttl = 12 * time.Hour
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s.routes()
+}
+
+// routes lists every page of the dashboard.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(securityHeaders)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.notFound(w, r) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed", "This address does not accept that kind of request.")
+	})
+
+	r.Get("/static/*", staticHandler().ServeHTTP)
+	r.Head("/static/*", staticHandler().ServeHTTP)
+
+	r.Get("/signin", s.handleSignInForm())
+	r.Post("/signin", s.handleSignIn())
+	r.Post("/signout", s.handleSignOut())
+
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireSession)
+		r.Get("/", s.handleHome())
+		r.Get("/accounts/{AccountSid}", s.handleAccount())
+		r.Get("/accounts/{AccountSid}/clients/new", s.handleClientNew())
+		r.Post("/accounts/{AccountSid}/clients", s.handleClientCreate())
+		r.Get("/accounts/{AccountSid}/clients/{ClientSid}", s.handleClientEdit())
+		r.Post("/accounts/{AccountSid}/clients/{ClientSid}", s.handleClientUpdate())
+		r.Post("/accounts/{AccountSid}/clients/{ClientSid}/delete", s.handleClientDelete())
+	})
+
+	// Browsers say where a request comes from (Sec-Fetch-Site, Origin):
+	// refuse cross-origin POSTs before any handler runs. The per-session
+	// token below is the second line, for browsers that send neither.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setSecurityHeaders(w.Header())
+		s.errorPage(w, r, http.StatusForbidden, "Forbidden", "Cross-site requests are not accepted.")
+	}))
+	return cop.Handler(r)
+}
+
+func setSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", CSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+}
+
+// securityHeaders sets the CSP and friends on every response.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setSecurityHeaders(w.Header())
+		next.ServeHTTP(w, r)
+	})
+}
+
+// session is the signed-in caller of a request.
+type session struct {
+	Principal store.Principal
+	Token     string
+}
+
+// CSRF is the session's form token: an HMAC keyed by the session token, so
+// it is stable for the session's life (across restarts and replicas), needs
+// no storage, and cannot be computed without the HttpOnly cookie.
+func (ss session) CSRF() string { return csrfToken(ss.Token) }
+
+func csrfToken(sessionToken string) string {
+	m := hmac.New(sha256.New, []byte(sessionToken))
+	m.Write([]byte("presencehub dashboard csrf v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+type sessionKey struct{}
+
+func sessionFrom(ctx context.Context) session {
+	ss, _ := ctx.Value(sessionKey{}).(session)
+	return ss
+}
+
+// lookupSession returns the request's session; ok is false when there is
+// none or it expired. err is set only for an unexpected failure.
+func (s *server) lookupSession(r *http.Request) (ss session, ok bool, err error) {
+	c, cerr := r.Cookie(SessionCookie)
+	if cerr != nil || c.Value == "" || len(c.Value) > 512 {
+		return session{}, false, nil
+	}
+	p, err := s.dir.Session(r.Context(), c.Value)
+	switch {
+	case errors.Is(err, store.ErrUnauthorized), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		return session{}, false, nil
+	case err != nil:
+		return session{}, false, err
+	}
+	return session{Principal: p, Token: c.Value}, true, nil
+}
+
+// requireSession sends a signed-out visitor to the sign-in page (303 with
+// the page to come back to).
+func (s *server) requireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ss, ok, err := s.lookupSession(r)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if !ok {
+			if _, err := r.Cookie(SessionCookie); err == nil {
+				s.clearCookie(w, r, SessionCookie) // expired or revoked
+			}
+			to := "/signin"
+			if r.Method == http.MethodGet && r.URL.Path != "/" {
+				to += "?next=" + url.QueryEscape(r.URL.RequestURI())
+			}
+			http.Redirect(w, r, to, http.StatusSeeOther)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, ss)))
+	})
+}
+
+// checkCSRF parses the form and compares its token with the session's.
+func (s *server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
+	ss := sessionFrom(r.Context())
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		return false
+	}
+	got := r.PostForm.Get(csrfField)
+	if ss.Token == "" || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(ss.CSRF())) != 1 {
+		s.errorPage(w, r, http.StatusForbidden, "Forbidden",
+			"The form's security token is missing or out of date. Go back, reload the page and try again.")
+		return false
+	}
+	return true
+}
+
+func (s *server) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure || r.TLS != nil,
+	}
+}
+
+func (s *server) clearCookie(w http.ResponseWriter, r *http.Request, name string) {
+	http.SetCookie(w, s.cookie(r, name, "", -1))
+}
+
+func randomToken() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// safeNext returns next when it is a path on this site, else "/": a sign-in
+// link must not be able to send the user elsewhere.
+func safeNext(next string) string {
+	if next == "" || len(next) > 2048 || next[0] != '/' || strings.HasPrefix(next, "//") ||
+		strings.ContainsAny(next, "\\\r\n\t") {
+		return "/"
+	}
+	return next
+}
+
+// render writes a full page. The page is rendered into a buffer first, so a
+// rendering error still becomes a clean 500 and headers precede the body.
+func (s *server) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	var buf bytes.Buffer
+	if err := c.Render(r.Context(), &buf); err != nil {
+		s.log.Error("render failed", "path", r.URL.Path, "err", err)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("internal error\n"))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// Pages hold tenant data and the CSRF token: never cache them.
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// meta is the layout's data for a request.
+func (s *server) meta(r *http.Request, title string) pageMeta {
+	ss := sessionFrom(r.Context())
+	m := pageMeta{Title: title}
+	if ss.Token != "" {
+		m.SignedIn, m.Principal, m.CSRF = true, ss.Principal, ss.CSRF()
+	}
+	return m
+}
+
+func (s *server) errorPage(w http.ResponseWriter, r *http.Request, status int, title, msg string) {
+	s.render(w, r, status, errorPage(s.meta(r, title), status, title, msg))
+}
+
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.errorPage(w, r, http.StatusNotFound, "Not found", "There is no page at this address.")
+}
+
+func (s *server) forbidden(w http.ResponseWriter, r *http.Request) {
+	s.errorPage(w, r, http.StatusForbidden, "Forbidden", "Your key does not give access to this account.")
+}
+
+// internalError logs err and answers a generic 500: only for failures that
+// are not the client's doing.
+func (s *server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("dashboard request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong", "The server could not complete this request. Try again in a moment.")
+}
