@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make bench: the short form of every benchmark against private Redis and
+# PostgreSQL (.ci/local-services.sh ... bench), then one table.
+#
+#   .ci/bench.sh                 every benchmark
+#   .ci/bench.sh rest stream     only these
+#
+# Each benchmark's long form and flags: bin/presencehub bench <name> --help.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+benches=("$@")
+[ ${#benches[@]} -gt 0 ] || benches=(rest stream idle resync expiry)
+
+work=$(mktemp -d)
+cleanup() {
+  .ci/local-services.sh stop bench >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+while IFS= read -r line; do
+  case $line in PRESENCEHUB_*=*) export "${line?}" ;; esac
+done < <(.ci/local-services.sh start bench)
+: "${PRESENCEHUB_REDIS_URL:?local-services printed no PRESENCEHUB_REDIS_URL}"
+: "${PRESENCEHUB_DATABASE_URL:?local-services printed no PRESENCEHUB_DATABASE_URL}"
+export PRESENCEHUB_ENCRYPTION_KEY=${PRESENCEHUB_ENCRYPTION_KEY:-presencehub-bench-only}
+# A leftover of an interrupted run must not skew the numbers.
+redis-cli -u "$PRESENCEHUB_REDIS_URL" flushdb >/dev/null
+
+mkdir -p bin
+go build -o bin/presencehub ./cmd/presencehub
+bin/presencehub migrate >/dev/null
+PRESENCEHUB_ADMIN_KEY=$(bin/presencehub seed | sed -n 's/^admin_key=//p')
+export PRESENCEHUB_ADMIN_KEY
+[ -n "$PRESENCEHUB_ADMIN_KEY" ] || { echo "bench: seed printed no admin_key" >&2; exit 1; }
+
+echo "bench: $(nproc) CPUs, $(go version | cut -d' ' -f3), open files $(ulimit -n); each benchmark's progress follows, the table comes last" >&2
+failed=()
+for b in "${benches[@]}"; do
+  start=$SECONDS
+  echo "bench: --- $b" >&2
+  if bin/presencehub bench "$b" --tsv >"$work/$b.tsv"; then
+    echo "bench: $b took $((SECONDS - start))s" >&2
+  else
+    failed+=("$b")
+    printf '%s\tFAILED (see its output above)\t-\t-\tNO\n' "$b" >>"$work/$b.tsv"
+  fi
+done
+
+echo
+{
+  printf 'benchmark\tmetric\tvalue\ttarget\tok?\n'
+  for b in "${benches[@]}"; do cat "$work/$b.tsv"; done
+} | column -t -s $'\t'
+missed=$(cat "$work"/*.tsv | awk -F'\t' '$5 == "NO"' | wc -l)
+echo
+echo "$(nproc) CPUs; values are medians of the runs with (min–max); long forms: bin/presencehub bench <name> --long"
+[ "$missed" -eq 0 ] || echo "$missed row(s) missed their target"
+[ ${#failed[@]} -eq 0 ] || { echo "failed to run: ${failed[*]}" >&2; exit 1; }

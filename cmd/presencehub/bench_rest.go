@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+const benchRESTHelp = `REST reads of the registrations of one account holding --users registered
+users, at --concurrency concurrent keep-alive connections (the project's own
+load generator): POST …/RegisteredSipUsers with --names random usernames,
+GET …/RegisteredSipUsers (the list) and GET …/RegisteredSipUsers/{name}.
+Each endpoint runs --warmup, then --duration measured, --runs times; the
+table shows requests/s, p50 and p99 latency and the server's CPU.
+
+Targets: POST-100 ≥ 6,000 req/s, GET list ≥ 2,000 req/s, GET single ≥ 20,000
+req/s (jambonz: 305, 40, 920). The load generator shares the machine with the
+server, so on a small machine it takes part of the CPU the server could use.
+
+Short form: 4s per endpoint and run. Long form (--long): 30s, 3s warm-up.`
+
+func benchREST(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	b, fs := newBench("rest", benchRESTHelp, getenv, stdout, stderr)
+	users := fs.Int("users", 10000, "registered users of the account")
+	names := fs.Int("names", 100, "usernames per POST")
+	conc := fs.Int("concurrency", 50, "concurrent connections")
+	dur := fs.Duration("duration", 4*time.Second, "measured time per endpoint and run")
+	warm := fs.Duration("warmup", time.Second, "load before each measurement, not counted")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := setLong(fs, *b.long, map[string]string{"duration": "30s", "warmup": "3s"}); err != nil {
+		return err
+	}
+	if *users < 1 || *names < 1 || *conc < 1 || *dur <= 0 || *warm < 0 {
+		return fmt.Errorf("--users, --names, --concurrency and --duration must be positive")
+	}
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	defer b.finish()
+	srv, err := b.server(ctx)
+	if err != nil {
+		return err
+	}
+	b.onCleanup(func(context.Context) { srv.stop() })
+	accts, err := b.accounts(ctx, func() *benchServer { return srv }, 1)
+	if err != nil {
+		return err
+	}
+	acct := accts[0]
+	aors := make([]benchAOR, *users)
+	for i := range aors {
+		aors[i] = benchAOR{fmt.Sprintf("user%05d", i+1), acct.realm}
+	}
+	b.logf("registering %d users in %s", *users, acct.realm)
+	if err := b.registerAll(ctx, aors, time.Hour); err != nil {
+		return err
+	}
+	base := srv.url + "/v1/Accounts/" + acct.sid + "/RegisteredSipUsers"
+	if err := b.waitListed(ctx, base, *users); err != nil {
+		return err
+	}
+
+	// Bodies and paths are made up front so the load loop only sends.
+	rng := rand.New(rand.NewPCG(1, 2))
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		ns := make([]string, *names)
+		for j := range ns {
+			ns[j] = aors[rng.IntN(len(aors))].user
+		}
+		bodies[i], _ = json.Marshal(ns)
+	}
+	auth := "Bearer " + b.key
+	endpoints := []struct {
+		name   string
+		target float64
+		req    func(r *rand.Rand) *http.Request
+	}{
+		{fmt.Sprintf("POST %d names", *names), 6000, func(r *rand.Rand) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, base, bytes.NewReader(bodies[r.IntN(len(bodies))]))
+			req.Header.Set("Content-Type", "application/json")
+			return req
+		}},
+		{"GET list", 2000, func(r *rand.Rand) *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, base, nil)
+			return req
+		}},
+		{"GET single", 20000, func(r *rand.Rand) *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, base+"/"+aors[r.IntN(len(aors))].user, nil)
+			return req
+		}},
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConns:        *conc + 16,
+		MaxIdleConnsPerHost: *conc + 16,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}}
+	defer hc.CloseIdleConnections()
+	for _, ep := range endpoints {
+		var rps, p50, p99, cores spread
+		errs := 0
+		var firstErr string
+		for run := 1; run <= *b.runs; run++ {
+			m := b.meter(ctx, srv)
+			m.start()
+			res := loadHTTP(ctx, hc, *conc, *warm, *dur, func(r *rand.Rand) *http.Request {
+				req := ep.req(r)
+				req.Header.Set("Authorization", auth)
+				return req
+			})
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.stopMeter(m)
+			slices.Sort(res.lat)
+			rps = append(rps, float64(len(res.lat))/dur.Seconds())
+			p50 = append(p50, millis(percentile(res.lat, 50)))
+			p99 = append(p99, millis(percentile(res.lat, 99)))
+			if srv.pid != 0 {
+				// The CPU is read over warm-up and measurement alike.
+				cores = append(cores, m.Server)
+			}
+			errs += res.errs
+			if firstErr == "" {
+				firstErr = res.firstErr
+			}
+			b.logf("%s run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; %s", ep.name, run,
+				rps[len(rps)-1], p50[len(p50)-1], p99[len(p99)-1], res.errs, m)
+		}
+		b.add(ep.name+": requests/s", rps.format(fmtRate), "≥ "+fmtRate(ep.target), boolPtr(rps.median() >= ep.target))
+		b.add(ep.name+": p50 latency", p50.format(fmtMs), "", nil)
+		b.add(ep.name+": p99 latency", p99.format(fmtMs), "", nil)
+		if len(cores) > 0 {
+			b.add(ep.name+": server CPU", cores.format(fmtCores), "", nil)
+		}
+		if errs > 0 {
+			b.add(ep.name+": failed requests", fmtCount(float64(errs))+" ("+firstErr+")", "0", boolPtr(false))
+		}
+	}
+	b.add(fmt.Sprintf("setup: %d users, %d connections, %v per run", *users, *conc, *dur), fmt.Sprintf("%d runs", *b.runs), "", nil)
+	return nil
+}
+
+// waitListed waits until GET list shows n users (the hub has read them).
+func (b *bench) waitListed(ctx context.Context, url string, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+b.key)
+		resp, err := b.http.Do(req)
+		if err != nil {
+			return err
+		}
+		var list []string
+		err = json.NewDecoder(resp.Body).Decode(&list)
+		resp.Body.Close()
+		if err == nil && len(list) == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server lists %d of %d registered users after 2 minutes", len(list), n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+type loadResult struct {
+	lat      []time.Duration // of the requests completed in the measured window
+	errs     int
+	firstErr string
+}
+
+// loadHTTP keeps conc requests in flight for warm+dur and returns the
+// latencies of the requests that started after the warm-up and ended
+// within the measured window. Non-2xx answers and transport errors count
+// as errors.
+func loadHTTP(ctx context.Context, hc *http.Client, conc int, warm, dur time.Duration, mk func(*rand.Rand) *http.Request) loadResult {
+	start := time.Now()
+	from, until := start.Add(warm), start.Add(warm+dur)
+	ctx, cancel := context.WithDeadline(ctx, until.Add(10*time.Second))
+	defer cancel()
+	var mu sync.Mutex
+	var out loadResult
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), uint64(start.UnixNano())))
+			lat := make([]time.Duration, 0, 1<<14)
+			errs := 0
+			var firstErr string
+			for {
+				t0 := time.Now()
+				if !t0.Before(until) || ctx.Err() != nil {
+					break
+				}
+				req := mk(r).WithContext(ctx)
+				resp, err := hc.Do(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode/100 != 2 {
+						err = fmt.Errorf("%s", resp.Status)
+					}
+				}
+				t1 := time.Now()
+				if t0.Before(from) || t1.After(until) {
+					continue
+				}
+				if err != nil {
+					errs++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					continue
+				}
+				lat = append(lat, t1.Sub(t0))
+			}
+			mu.Lock()
+			out.lat = append(out.lat, lat...)
+			out.errs += errs
+			if out.firstErr == "" {
+				out.firstErr = firstErr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}

@@ -1,0 +1,452 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/presencehub/presencehub/store"
+)
+
+const benchStreamHelp = `Websocket fan-out. --subscribers websocket connections, each subscribed to
+one of --accounts accounts (round robin), each account with --users
+registered users. Changes are written into Redis as an SBC writes them
+(SETEX + ZADD), round robin over all users, at each rate of --rates per
+second: --warmup, then --duration measured, --runs times per rate. Every write
+carries its wall-clock time in the contact (";ts=<unix ns>"), so each
+subscriber measures Redis-write → frame-received latency.
+
+Reported per rate: p50/p99/max latency, deliveries/s at the subscribers, lost
+deliveries (expected = writes in the window × subscribers of that account,
+minus frames received; must be 0), seq gaps and resync snapshots, the
+server's CPU (utime+stime from /proc/<pid>/stat over the window) and RSS.
+
+Targets: p99 ≤ 4 ms and ≤ 0.5 core at 1,000/s; p99 ≤ 40 ms at 5,000/s; 0 lost.
+
+Short form: 1,000 subscribers over 100 accounts, 10s per run. Long form
+(--long): 10,000 subscribers over 1,000 accounts, 30s per run.`
+
+func benchStream(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	b, fs := newBench("stream", benchStreamHelp, getenv, stdout, stderr)
+	subs := fs.Int("subscribers", 1000, "websocket subscribers")
+	naccts := fs.Int("accounts", 100, "accounts the subscribers spread over")
+	users := fs.Int("users", 50, "registered users per account (the changes go round robin over all of them)")
+	var rates stringList
+	fs.Var(&rates, "rates", "changes per second to measure, comma-separated (default 1000,5000)")
+	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
+	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
+	writers := fs.Int("writers", 8, "goroutines writing to Redis")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := setLong(fs, *b.long, map[string]string{"subscribers": "10000", "accounts": "1000", "duration": "30s"}); err != nil {
+		return err
+	}
+	if len(rates) == 0 {
+		rates = stringList{"1000", "5000"}
+	}
+	var rateList []float64
+	for _, r := range rates {
+		v, err := strconv.ParseFloat(r, 64)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("--rates: %q is not a positive number", r)
+		}
+		rateList = append(rateList, v)
+	}
+	if *subs < 1 || *naccts < 1 || *users < 1 || *dur <= 0 || *writers < 1 {
+		return errors.New("--subscribers, --accounts, --users, --duration and --writers must be positive")
+	}
+	if err := b.start(ctx); err != nil {
+		return err
+	}
+	defer b.finish()
+	if err := needFiles(*subs); err != nil {
+		return err
+	}
+	srv, err := b.server(ctx)
+	if err != nil {
+		return err
+	}
+	b.onCleanup(func(context.Context) { srv.stop() })
+	b.logf("creating %d accounts", *naccts)
+	accts, err := b.accounts(ctx, func() *benchServer { return srv }, *naccts)
+	if err != nil {
+		return err
+	}
+	// The pool of users, in the order the writers go through it: account
+	// by account, so consecutive writes go to different accounts.
+	pool := make([]benchAOR, 0, *naccts**users)
+	poolAcct := make([]int, 0, cap(pool))
+	for u := range *users {
+		for a, acct := range accts {
+			pool = append(pool, benchAOR{fmt.Sprintf("user%04d", u+1), acct.realm})
+			poolAcct = append(poolAcct, a)
+		}
+	}
+	if err := b.registerAll(ctx, pool, 10*time.Minute); err != nil {
+		return err
+	}
+	w := &streamWindow{}
+	b.logf("connecting %d subscribers", *subs)
+	conns, err := dialSubscribers(ctx, srv, b.key, accts, *subs, w)
+	if err != nil {
+		return err
+	}
+	b.onCleanup(func(context.Context) { closeSubscribers(conns) })
+
+	var next atomic.Int64 // position in the pool, across runs
+	for _, rate := range rateList {
+		var p50, p99, pmax, dps, lost, cores, rss spread
+		var gaps, resyncs int
+		for run := 1; run <= *b.runs; run++ {
+			perAcct := make([]atomic.Int64, len(accts))
+			w.reset(conns)
+			m := b.meter(ctx, srv)
+			var from time.Time
+			until, err := driveWrites(ctx, rate, *warm, *dur, *writers, func(f time.Time) {
+				from = f
+				w.from.Store(f.UnixNano())
+				w.until.Store(1<<63 - 1)
+			}, func() error {
+				k := int(next.Add(1)-1) % len(pool)
+				a := pool[k]
+				ts := time.Now()
+				rec := benchRecord(a.user, k, ";ts="+strconv.FormatInt(ts.UnixNano(), 10))
+				if _, err := store.RegisterAsSBC(ctx, b.rdb, a.user, a.realm, rec, 10*time.Minute); err != nil {
+					return err
+				}
+				if !ts.Before(from) {
+					perAcct[poolAcct[k]].Add(1)
+				}
+				return nil
+			}, m.start)
+			if err != nil {
+				return err
+			}
+			w.until.Store(until.UnixNano())
+			b.stopMeter(m)
+			span := until.Sub(from)
+			expected := int64(0)
+			for _, s := range conns {
+				expected += perAcct[s.acct].Load()
+			}
+			received := waitDelivered(ctx, conns, expected)
+			lat, g, rs := w.collect(conns)
+			gaps += g
+			resyncs += rs
+			slices.Sort(lat)
+			p50 = append(p50, millis(percentile(lat, 50)))
+			p99 = append(p99, millis(percentile(lat, 99)))
+			pmax = append(pmax, millis(percentile(lat, 100)))
+			dps = append(dps, float64(received)/span.Seconds())
+			lost = append(lost, float64(expected-received))
+			if srv.pid != 0 {
+				cores = append(cores, m.Server)
+				rss = append(rss, float64(srv.rss()))
+			}
+			b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s",
+				rate, run, sumCounts(perAcct), expected, received, p50[len(p50)-1], p99[len(p99)-1], pmax[len(pmax)-1], m)
+		}
+		name := fmtCount(rate) + "/s"
+		p99Target, cpuTarget := 40.0, 0.0
+		if rate <= 1000 {
+			p99Target, cpuTarget = 4.0, 0.5
+		}
+		b.add(name+": p50 latency", p50.format(fmtMs), "", nil)
+		b.add(name+": p99 latency", p99.format(fmtMs), "≤ "+fmtMs(p99Target), boolPtr(p99.median() <= p99Target))
+		b.add(name+": max latency", pmax.format(fmtMs), "", nil)
+		b.add(name+": deliveries", dps.format(fmtRate), "", nil)
+		b.add(name+": lost deliveries", lost.format(fmtCount), "0", boolPtr(slices.Max(lost) == 0))
+		if gaps > 0 || resyncs > 0 {
+			b.add(name+": seq gaps / resync snapshots", fmt.Sprintf("%d / %d (all runs)", gaps, resyncs), "0", boolPtr(false))
+		}
+		if len(cores) > 0 {
+			var target string
+			var met *bool
+			if cpuTarget > 0 {
+				target, met = "≤ "+fmtCores(cpuTarget), boolPtr(cores.median() <= cpuTarget)
+			}
+			b.add(name+": server CPU", cores.format(fmtCores), target, met)
+			b.add(name+": server RSS", rss.format(fmtMiB), "", nil)
+		}
+	}
+	b.add(fmt.Sprintf("setup: %d subscribers over %d accounts of %d users, %v per run", *subs, *naccts, *users, *dur), fmt.Sprintf("%d runs per rate", *b.runs), "", nil)
+	return nil
+}
+
+func sumCounts(v []atomic.Int64) int64 {
+	var n int64
+	for i := range v {
+		n += v[i].Load()
+	}
+	return n
+}
+
+// driveWrites calls write rate times per second for warm+dur, from writers
+// goroutines, each call at its own slot of an even schedule (a writer that
+// falls behind catches up at once). plan is told when the measured window
+// begins before the first write; atFrom is called when it begins. It returns
+// when the last write has returned, with that time: the window's end.
+func driveWrites(ctx context.Context, rate float64, warm, dur time.Duration, writers int,
+	plan func(from time.Time), write func() error, atFrom func()) (until time.Time, err error) {
+	start := time.Now().Add(20 * time.Millisecond)
+	from := start.Add(warm)
+	plan(from)
+	total := int64(rate * (warm + dur).Seconds())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(w); i < total && ctx.Err() == nil; i += int64(writers) {
+				due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
+				if err := write(); err != nil {
+					cancel(fmt.Errorf("write to redis: %w", err))
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-time.After(time.Until(from)):
+		atFrom()
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	return time.Now(), context.Cause(ctx)
+}
+
+// streamWindow is the measured window the subscribers count frames in: frames
+// whose write time (the contact's ts) is in [from, until).
+type streamWindow struct {
+	from, until atomic.Int64 // unix ns
+}
+
+func (w *streamWindow) reset(conns []*wsSub) {
+	w.from.Store(1<<63 - 1)
+	w.until.Store(1<<63 - 1)
+	for _, s := range conns {
+		s.mu.Lock()
+		s.recv, s.lat, s.gaps, s.resyncs = 0, s.lat[:0], 0, 0
+		s.mu.Unlock()
+	}
+}
+
+// collect takes the latencies and counts of the window from every subscriber.
+func (w *streamWindow) collect(conns []*wsSub) (lat []time.Duration, gaps, resyncs int) {
+	for _, s := range conns {
+		s.mu.Lock()
+		lat = append(lat, s.lat...)
+		gaps += s.gaps
+		resyncs += s.resyncs
+		s.mu.Unlock()
+	}
+	return lat, gaps, resyncs
+}
+
+// waitDelivered waits until the subscribers have received expected frames
+// of the window, or until nothing more arrives for 3 s (at most 30 s).
+func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) int64 {
+	deadline := time.Now().Add(30 * time.Second)
+	var last int64 = -1
+	lastChange := time.Now()
+	for {
+		var got int64
+		for _, s := range conns {
+			got += s.received()
+		}
+		if got >= expected || time.Now().After(deadline) || ctx.Err() != nil {
+			return got
+		}
+		if got != last {
+			last, lastChange = got, time.Now()
+		} else if time.Since(lastChange) > 3*time.Second {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wsSub is one websocket subscriber of the benchmarks.
+type wsSub struct {
+	acct int
+	c    *websocket.Conn
+	w    *streamWindow
+	snap chan struct{} // closed at the first snapshot
+	done chan struct{} // closed when the reader ends
+
+	mu      sync.Mutex
+	snapped bool
+	lastSeq uint64
+	recv    int64
+	lat     []time.Duration
+	gaps    int
+	resyncs int
+	errMsg  string
+}
+
+func (s *wsSub) received() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recv
+}
+
+// dialSubscribers opens n websockets, each subscribed to accts[i%len], and
+// waits for every first snapshot.
+func dialSubscribers(ctx context.Context, srv *benchServer, key string, accts []benchAccount, n int, w *streamWindow) ([]*wsSub, error) {
+	wsURL := "ws" + strings.TrimPrefix(srv.url, "http") + "/v1/stream"
+	hdr := http.Header{"Authorization": {"Bearer " + key}}
+	// Connections are spread over several loopback source addresses so that
+	// tens of thousands of them never run short of ephemeral ports.
+	hc := func(i int) *http.Client {
+		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}}
+		return &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: d.DialContext, DisableKeepAlives: true}}
+	}
+	clients := make([]*http.Client, 8)
+	for i := range clients {
+		clients[i] = hc(i)
+	}
+	conns := make([]*wsSub, n)
+	err := parallelN(ctx, 64, n, func(ctx context.Context, i int) error {
+		s := &wsSub{acct: i % len(accts), w: w, snap: make(chan struct{}), done: make(chan struct{})}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: clients[i%len(clients)]})
+		if err != nil {
+			if resp != nil {
+				return fmt.Errorf("subscriber %d: dial: %s: %w", i, resp.Status, err)
+			}
+			return fmt.Errorf("subscriber %d: dial: %w", i, err)
+		}
+		c.SetReadLimit(64 << 20)
+		s.c = c
+		conns[i] = s
+		msg := `{"type":"subscribe","id":"s","account_sid":"` + accts[s.acct].sid + `"}`
+		if err := c.Write(dctx, websocket.MessageText, []byte(msg)); err != nil {
+			return fmt.Errorf("subscriber %d: subscribe: %w", i, err)
+		}
+		go s.read()
+		select {
+		case <-s.snap:
+			return nil
+		case <-s.done:
+			return fmt.Errorf("subscriber %d: connection ended before the snapshot: %s", i, s.errMsg)
+		case <-dctx.Done():
+			return fmt.Errorf("subscriber %d: no snapshot within 30s", i)
+		}
+	})
+	if err != nil {
+		closeSubscribers(conns)
+		return nil, err
+	}
+	return conns, nil
+}
+
+func closeSubscribers(conns []*wsSub) {
+	var wg sync.WaitGroup
+	for _, s := range conns {
+		if s == nil || s.c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.c.CloseNow()
+			<-s.done
+		}()
+	}
+	wg.Wait()
+}
+
+// read handles every frame until the connection ends.
+func (s *wsSub) read() {
+	defer close(s.done)
+	var buf bytes.Buffer
+	for {
+		_, r, err := s.c.Reader(context.Background())
+		if err == nil {
+			buf.Reset()
+			_, err = buf.ReadFrom(r)
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.errMsg = err.Error()
+			s.mu.Unlock()
+			return
+		}
+		s.handle(buf.Bytes(), time.Now())
+	}
+}
+
+var (
+	prefixChange   = []byte(`{"type":"change"`)
+	prefixSnapshot = []byte(`{"type":"snapshot"`)
+	prefixError    = []byte(`{"type":"error"`)
+	fieldSeq       = []byte(`"seq":`)
+	fieldConflated = []byte(`"conflated":true`)
+	paramTS        = []byte(`;ts=`)
+)
+
+// handle looks at one frame without decoding all of it: the frame type,
+// its seq (gaps), and for changes the write time in the contact.
+func (s *wsSub) handle(f []byte, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case bytes.HasPrefix(f, prefixChange):
+		seq, _ := numberAfter(f, fieldSeq)
+		if seq != s.lastSeq+1 && !(bytes.Contains(f, fieldConflated) && seq > s.lastSeq) {
+			s.gaps++
+		}
+		s.lastSeq = seq
+		ts, ok := numberAfter(f, paramTS)
+		if !ok || int64(ts) < s.w.from.Load() || int64(ts) >= s.w.until.Load() {
+			return
+		}
+		s.recv++
+		s.lat = append(s.lat, now.Sub(time.Unix(0, int64(ts))))
+	case bytes.HasPrefix(f, prefixSnapshot):
+		s.lastSeq, _ = numberAfter(f, fieldSeq)
+		if !s.snapped {
+			s.snapped = true
+			close(s.snap)
+		} else {
+			s.resyncs++
+		}
+	case bytes.HasPrefix(f, prefixError):
+		s.errMsg = string(f)
+	}
+}
+
+// numberAfter parses the decimal number right after the first occurrence of
+// marker in f.
+func numberAfter(f, marker []byte) (uint64, bool) {
+	i := bytes.Index(f, marker)
+	if i < 0 {
+		return 0, false
+	}
+	var n uint64
+	j := i + len(marker)
+	start := j
+	for ; j < len(f) && '0' <= f[j] && f[j] <= '9'; j++ {
+		n = n*10 + uint64(f[j]-'0')
+	}
+	return n, j > start
+}
