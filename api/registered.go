@@ -19,20 +19,29 @@ const (
 
 var errNoRealm = badRequest("account does not have sip_realm configuration")
 
+// accountRealm resolves {AccountSid} for the caller and returns its SIP
+// realm; an account without one cannot be listed.
+func (s *server) accountRealm(r *http.Request) (string, error) {
+	a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+	if err != nil {
+		return "", err
+	}
+	if a.SIPRealm == "" {
+		return "", errNoRealm
+	}
+	return a.SIPRealm, nil
+}
+
 // handleRegisteredList answers GET /v1/Accounts/{AccountSid}/RegisteredSipUsers
 // with the sorted "user@realm" strings of the account's registered users.
 func (s *server) handleRegisteredList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		realm, err := s.accountRealm(r)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
 		}
-		if a.SIPRealm == "" {
-			fail(w, r, s.log, errNoRealm)
-			return
-		}
-		writeJSON(w, http.StatusOK, s.pres.ListJSON(a.SIPRealm))
+		writeJSON(w, http.StatusOK, s.pres.ListJSON(realm))
 	})
 }
 
@@ -41,13 +50,9 @@ func (s *server) handleRegisteredList() http.Handler {
 // an empty array, every registered user of the account.
 func (s *server) handleRegisteredDetails() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		realm, err := s.accountRealm(r)
 		if err != nil {
 			fail(w, r, s.log, err)
-			return
-		}
-		if a.SIPRealm == "" {
-			fail(w, r, s.log, errNoRealm)
 			return
 		}
 		names, err := readNames(r)
@@ -57,9 +62,9 @@ func (s *server) handleRegisteredDetails() http.Handler {
 		}
 		var b []byte
 		if len(names) == 0 {
-			b = s.pres.AppendAll(nil, a.SIPRealm)
+			b = s.pres.AppendAll(nil, realm)
 		} else {
-			b = s.pres.AppendUsers(make([]byte, 0, 256*len(names)), a.SIPRealm, names)
+			b = s.pres.AppendUsers(make([]byte, 0, 256*len(names)), realm, names)
 		}
 		writeJSON(w, http.StatusOK, b)
 	})
