@@ -1,0 +1,72 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestStreamCookieOrigin: the dashboard's session cookie authenticates an
+// upgrade only from the same origin (no cross-site websocket hijacking).
+func TestStreamCookieOrigin(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p, err := f.db.Authenticate(ctx, f.keys[asOwn])
+	if err != nil {
+		t.Fatal(err)
+	}
+	session, err := f.db.CreateSession(ctx, p, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsURL := "ws" + strings.TrimPrefix(f.url, "http") + "/v1/stream"
+	tests := []struct {
+		name   string
+		cookie string
+		origin string
+		want   int // 0: the upgrade succeeds
+	}{
+		{"same origin", session, f.url, 0},
+		{"no origin (not a browser)", session, "", 0},
+		{"another origin", session, "https://evil.example.com", http.StatusForbidden},
+		{"unknown session", "nope", f.url, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			h.Set("Cookie", "ph_session="+tt.cookie)
+			if tt.origin != "" {
+				h.Set("Origin", tt.origin)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: h})
+			if tt.want == 0 {
+				if err != nil {
+					t.Fatalf("upgrade refused: %v", err)
+				}
+				defer c.CloseNow()
+				msg := `{"type":"subscribe","id":"d","account_sid":"` + f.a1.SID + `"}`
+				if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				_, b, err := c.Read(ctx)
+				if err != nil || !strings.Contains(string(b), `"type":"snapshot"`) {
+					t.Fatalf("after subscribing got %s (%v), want a snapshot", b, err)
+				}
+				return
+			}
+			if err == nil {
+				c.CloseNow()
+				t.Fatalf("upgrade accepted, want HTTP %d", tt.want)
+			}
+			if resp == nil || resp.StatusCode != tt.want {
+				t.Fatalf("upgrade answered %v, want HTTP %d", resp, tt.want)
+			}
+		})
+	}
+}
