@@ -36,7 +36,7 @@ PRESENCEHUB_ADMIN_KEY=$(bin/presencehub seed | sed -n 's/^admin_key=//p')
 export PRESENCEHUB_ADMIN_KEY
 [ -n "$PRESENCEHUB_ADMIN_KEY" ] || { echo "bench: seed printed no admin_key" >&2; exit 1; }
 
-echo "bench: $(nproc) CPUs, $(go version | cut -d' ' -f3), open files $(ulimit -n); each benchmark's progress follows, the table comes last" >&2
+echo "bench: $(nproc) CPUs, $(go version | cut -d' ' -f3), open files $(ulimit -n), load average $(cut -d' ' -f1-3 /proc/loadavg); progress follows, the table comes last" >&2
 failed=()
 for b in "${benches[@]}"; do
   start=$SECONDS
@@ -53,8 +53,9 @@ echo
 {
   printf 'benchmark\tmetric\tvalue\ttarget\tok?\n'
   for b in "${benches[@]}"; do cat "$work/$b.tsv"; done
-} | column -t -s $'\t'
-missed=$(cat "$work"/*.tsv | awk -F'\t' '$5 == "NO"' | wc -l)
+} >"$work/table.tsv"
+column -t -s $'\t' "$work/table.tsv" 2>/dev/null || cat "$work/table.tsv"
+missed=$(awk -F'\t' '$5 == "NO"' "$work/table.tsv" | wc -l)
 echo
 echo "$(nproc) CPUs; values are medians of the runs with (min–max); long forms: bin/presencehub bench <name> --long"
 [ "$missed" -eq 0 ] || echo "$missed row(s) missed their target"

@@ -384,6 +384,10 @@ func (b *bench) spawn(ctx context.Context) (*benchServer, error) {
 		key = "presencehub-bench-placeholder" // the benchmarks read no SIP client password
 	}
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	// Its own process group keeps a Ctrl-C on the terminal from reaching
+	// it: the benchmark still needs it to clean up, then stops it. Should
+	// the benchmark die, the server is told to stop too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Env = append(os.Environ(),
 		"PRESENCEHUB_REDIS_URL="+*b.c.redisURL,
 		"PRESENCEHUB_DATABASE_URL="+*b.c.databaseURL,

@@ -43,10 +43,10 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 	if *n < 1 || *minTTL < time.Second || *maxTTL < *minTTL {
 		return errors.New("--registrations must be positive and 1s ≤ --min-ttl ≤ --max-ttl")
 	}
+	defer b.finish()
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	defer b.finish()
 	srv, err := b.server(ctx)
 	if err != nil {
 		return err

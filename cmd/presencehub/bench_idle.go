@@ -36,10 +36,10 @@ func benchIdle(ctx context.Context, args []string, getenv func(string) string, s
 	if *n < 1 || *naccts < 1 || *users < 0 {
 		return errors.New("--connections and --accounts must be positive")
 	}
+	defer b.finish()
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	defer b.finish()
 	if err := needFiles(*n); err != nil {
 		return err
 	}

@@ -43,10 +43,10 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	if *users < 1 || *names < 1 || *conc < 1 || *dur <= 0 || *warm < 0 {
 		return fmt.Errorf("--users, --names, --concurrency and --duration must be positive")
 	}
+	defer b.finish()
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	defer b.finish()
 	srv, err := b.server(ctx)
 	if err != nil {
 		return err

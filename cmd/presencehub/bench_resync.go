@@ -38,10 +38,10 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	if *nregs < 1 || *nrealms < 1 {
 		return errors.New("--registrations and --realms must be positive")
 	}
+	defer b.finish()
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	defer b.finish()
 	aors := make([]benchAOR, *nregs)
 	for i := range aors {
 		aors[i] = benchAOR{fmt.Sprintf("u%07d", i+1), fmt.Sprintf("r%04d.%s.resync.bench.invalid", i%*nrealms, b.runID)}

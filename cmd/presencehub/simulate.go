@@ -25,9 +25,11 @@ clients, behind NAT (proxy sip:<public ip>:<port>, contact with a private IP);
 each asks for an expires between --min-expires and --max-expires and refreshes
 before it runs out (UDP ones in the last 30 s, as the SBC's cache makes them);
 some un-register, some re-register from a new address, some vanish without
-un-registering and their registration lapses. --burst N makes N devices
-(re-)register at once at the start (an office opening at 9:00), again every
---burst-every if set; bursts come on top of --rate.
+un-registering and their registration lapses. Every write counts toward
+--rate, due refreshes first; a population that needs more refreshes per
+second than --rate allows gets some too late (the summary says so). --burst N
+makes N devices (re-)register at once at the start (an office opening at
+9:00), again every --burst-every if set; bursts come on top of --rate.
 
 In the demo realm (` + demoRealm + `) the first users are the demo SIP
 clients (alice, bob, …) so the dashboard shows them online; other users are

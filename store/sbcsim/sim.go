@@ -143,6 +143,7 @@ type device struct {
 	realm, user string
 	index       int    // position in its realm
 	proto       string // udp, tcp, tls or wss
+	field       string // its record's "protocol" (see protocolField)
 	state       state
 	gen         uint64 // bumped on every registration, to discard stale heap entries
 	expires     time.Duration
@@ -181,6 +182,7 @@ func New(cfg Config) *Sim {
 		for i := 0; i < cfg.Users; i++ {
 			d := &device{realm: realm, user: UserName(names, i), index: i}
 			d.proto = pickProtocol(s.rng.Float64())
+			d.field = protocolField(d.proto, s.rng.Float64())
 			d.addr = s.newAddress(d.proto)
 			s.devices = append(s.devices, d)
 			s.offline.add(d)
@@ -458,8 +460,8 @@ func pickProtocol(u float64) string {
 
 // protocolField is the record's "protocol" for a transport. A real SBC
 // derives it from the Via and leaves it out for TLS (it knows only udp, tcp,
-// ws and wss); presencehub also accepts "tls", so one TLS registration in
-// three (u < 1/3) carries it.
+// ws and wss); presencehub also accepts "tls", so one TLS device in three
+// (u < 1/3) carries it.
 func protocolField(proto string, u float64) string {
 	if proto == "tls" && u >= 1.0/3 {
 		return ""
@@ -502,7 +504,7 @@ func (s *Sim) record(d *device) store.SBCRecord {
 		Contact:           contact,
 		SBCAddress:        sbc.public + ":" + port,
 		PrivateSBCAddress: sbc.private + ":5060",
-		Protocol:          protocolField(d.proto, s.rng.Float64()),
+		Protocol:          d.field,
 		Proxy:             "sip:" + a.public + ":" + strconv.Itoa(a.publicPort),
 		AllowDirectApp:    true,
 		AllowDirectQueue:  d.index%2 == 0,

@@ -262,6 +262,7 @@ func TestSimBehavesLikeDevices(t *testing.T) {
 		expiresAt time.Time
 		contact   string
 		proxy     string
+		protocol  string
 	}
 	held := map[string]binding{} // AOR → what Redis holds, until expiresAt
 	kinds := map[Kind]int{}
@@ -283,8 +284,8 @@ func TestSimBehavesLikeDevices(t *testing.T) {
 			if !present {
 				t.Fatalf("%v: refresh of %s, which is not registered", now, aor)
 			}
-			if a.Record.Contact != b.contact || a.Record.Proxy != b.proxy {
-				t.Fatalf("%v: refresh of %s changed the binding %s → %s", now, aor, b.contact, a.Record.Contact)
+			if a.Record.Contact != b.contact || a.Record.Proxy != b.proxy || a.Record.Protocol != b.protocol {
+				t.Fatalf("%v: refresh of %s changed the binding %s %s → %s %s", now, aor, b.contact, b.protocol, a.Record.Contact, a.Record.Protocol)
 			}
 		case Move:
 			if !present {
@@ -315,7 +316,7 @@ func TestSimBehavesLikeDevices(t *testing.T) {
 			t.Fatalf("protocol %q", r.Protocol)
 		}
 		protocols[r.Protocol]++
-		held[aor] = binding{expiresAt: now.Add(a.Expires), contact: r.Contact, proxy: r.Proxy}
+		held[aor] = binding{expiresAt: now.Add(a.Expires), contact: r.Contact, proxy: r.Proxy, protocol: r.Protocol}
 	}
 
 	st := sim.Stats()
