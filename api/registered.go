@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -70,9 +71,20 @@ func (s *server) handleRegisteredDetails() http.Handler {
 	})
 }
 
+// readBody reads at most maxBody bytes, sized by Content-Length when given.
+func readBody(r *http.Request) ([]byte, error) {
+	rd := http.MaxBytesReader(nil, r.Body, maxBody)
+	if n := r.ContentLength; n > 0 && n <= maxBody {
+		buf := bytes.NewBuffer(make([]byte, 0, n+1))
+		_, err := buf.ReadFrom(rd)
+		return buf.Bytes(), err
+	}
+	return io.ReadAll(rd)
+}
+
 // readNames reads the POST body: nothing, null or an array of strings.
 func readNames(r *http.Request) ([]string, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	body, err := readBody(r)
 	if err != nil {
 		var big *http.MaxBytesError
 		if errors.As(err, &big) {
@@ -87,6 +99,9 @@ func readNames(r *http.Request) ([]string, error) {
 	if body[0] != '[' && !bytes.Equal(body, []byte("null")) {
 		return nil, badRequest("request body must be a JSON array of usernames")
 	}
+	if names, ok := scanNames(body); ok {
+		return checkNames(names)
+	}
 	var names []string
 	if err := json.Unmarshal(body, &names); err != nil {
 		var syn *json.SyntaxError
@@ -95,6 +110,10 @@ func readNames(r *http.Request) ([]string, error) {
 		}
 		return nil, badRequest("request body must be a JSON array of usernames (strings)")
 	}
+	return checkNames(names)
+}
+
+func checkNames(names []string) ([]string, error) {
 	if len(names) > maxNames {
 		return nil, badRequest("at most %d usernames per request, got %d", maxNames, len(names))
 	}
@@ -104,6 +123,58 @@ func readNames(r *http.Request) ([]string, error) {
 		}
 	}
 	return names, nil
+}
+
+// scanNames is the fast path of readNames for the common body: an array of
+// plain strings (no escapes, valid UTF-8). ok is false for anything else,
+// which then goes through encoding/json for the exact answer or error.
+func scanNames(b []byte) (names []string, ok bool) {
+	if !utf8.Valid(b) {
+		return nil, false
+	}
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return []string{}, skipSpace(b, i+1) == len(b)
+	}
+	names = make([]string, 0, bytes.Count(b, []byte{','})+1)
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return nil, false
+		}
+		j := i + 1
+		for j < len(b) && b[j] != '"' {
+			if b[j] == '\\' || b[j] < 0x20 {
+				return nil, false
+			}
+			j++
+		}
+		if j >= len(b) {
+			return nil, false
+		}
+		names = append(names, string(b[i+1:j]))
+		i = skipSpace(b, j+1)
+		if i >= len(b) {
+			return nil, false
+		}
+		if b[i] == ']' {
+			return names, skipSpace(b, i+1) == len(b)
+		}
+		if b[i] != ',' {
+			return nil, false
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // handleRegisteredOne answers GET …/RegisteredSipUsers/{Client}: always 200

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	tlsKey := fs.str("tls-key", "PRESENCEHUB_TLS_KEY", "", "private key file for --tls-cert")
 	logLevel := fs.str("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
 	logFormat := fs.str("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
+	pprofAddr := fs.str("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -92,6 +94,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	mux.Handle("/", webHandler)
 
+	if *pprofAddr != "" {
+		if err := servePprof(ctx, *pprofAddr, log); err != nil {
+			return err
+		}
+	}
+
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -131,6 +139,29 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Warn("shutdown", "err", err)
 	}
 	return runErr
+}
+
+// servePprof serves the Go profiler on a loopback address of its own, never
+// on the public listener.
+func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--pprof %q: want a loopback address such as 127.0.0.1:6060", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { srv.Close() })
+	log.Info("profiler", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return nil
 }
 
 func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
