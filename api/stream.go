@@ -52,7 +52,12 @@ func (s *server) handleStream() http.Handler {
 		// then requires Origin to match the Host (no cross-site hijacking).
 		// Bearer and ticket clients prove themselves without ambient
 		// credentials, so any origin may use them.
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
+		cw := &corkWriter{ResponseWriter: w}
+		c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
+		if err == nil && cw.conn == nil {
+			c.CloseNow()
+			err = errors.New("upgrade did not hijack the connection")
+		}
 		if err != nil {
 			s.log.Debug("websocket upgrade refused", "err", err)
 			return
@@ -64,7 +69,7 @@ func (s *server) handleStream() http.Handler {
 			s.stats.connections.Add(-1)
 			s.stats.disconnects.Add(1)
 		}()
-		sc := &streamConn{s: s, c: c, p: p, subs: make(map[string]*streamSub)}
+		sc := &streamConn{s: s, c: c, cork: cw.conn, p: p, subs: make(map[string]*streamSub)}
 		sc.serve(r.Context())
 	})
 }
@@ -95,9 +100,10 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie 
 // when the queues are empty, so an idle connection costs no writer stack;
 // pings run from a runtime timer the same way.
 type streamConn struct {
-	s *server
-	c *websocket.Conn
-	p store.Principal
+	s    *server
+	c    *websocket.Conn
+	cork *corkConn
+	p    store.Principal
 
 	writing atomic.Bool // a flush goroutine is running
 	pending atomic.Bool // more was queued while it ran
@@ -403,8 +409,26 @@ func (sc *streamConn) flushOnce() bool {
 	sc.out = nil
 	subs := append([]*streamSub(nil), sc.order...)
 	sc.mu.Unlock()
+	// One deadline for what this round writes: a client that cannot take
+	// it within the write timeout is too slow. (A context per frame cost
+	// about 8% of the server's CPU at 50,000 frames/s.)
+	deadline := time.Now().Add(sc.s.stream.WriteTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	// Gather the round's frames and write them in one go at the end.
+	sc.cork.cork()
+	ok := sc.flushFrames(ctx, out, subs)
+	if err := sc.cork.uncork(deadline); err != nil && ok {
+		sc.slow()
+		return false
+	}
+	return ok
+}
+
+// flushFrames writes the round's frames (into the cork).
+func (sc *streamConn) flushFrames(ctx context.Context, out [][]byte, subs []*streamSub) bool {
 	for _, f := range out {
-		if !sc.write(f) {
+		if !sc.write(ctx, f) {
 			return false
 		}
 	}
@@ -418,6 +442,7 @@ func (sc *streamConn) flushOnce() bool {
 			if ended { // unsubscribed meanwhile
 				continue
 			}
+			_ = sc.cork.uncork(time.Now().Add(time.Second)) // the close frame must not wait in the cork
 			sc.c.Close(websocket.StatusGoingAway, "server shutting down")
 			return false
 		}
@@ -427,14 +452,14 @@ func (sc *streamConn) flushOnce() bool {
 				p = ss.conflated
 			}
 			sc.buf = append(append(sc.buf[:0], p...), it.Change.Body...)
-			if !sc.write(sc.buf) {
+			if !sc.write(ctx, sc.buf) {
 				return false
 			}
 		}
 		clear(sc.items)
 		if resync {
 			sc.s.stats.resyncs.Add(1)
-			if !sc.write(snapshotFrame(ss, ss.sub.Resnapshot(), false, true)) {
+			if !sc.write(ctx, snapshotFrame(ss, ss.sub.Resnapshot(), false, true)) {
 				return false
 			}
 		}
@@ -448,22 +473,26 @@ func (sc *streamConn) flushOnce() bool {
 	return true
 }
 
-// write sends one frame within the write timeout; a client that cannot take
-// it is disconnected (1008).
-func (sc *streamConn) write(frame []byte) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), sc.s.stream.WriteTimeout)
+// write sends one frame before ctx's deadline; a client that cannot take it
+// is disconnected (1008).
+func (sc *streamConn) write(ctx context.Context, frame []byte) bool {
 	err := sc.c.Write(ctx, websocket.MessageText, frame)
-	cancel()
 	if err != nil {
-		sc.mu.Lock()
-		closing := sc.closed
-		sc.mu.Unlock()
-		if !closing {
-			sc.s.stats.slowDisconnects.Add(1)
-			sc.c.Close(websocket.StatusPolicyViolation, "client too slow")
-		}
+		sc.slow()
 		return false
 	}
 	sc.s.stats.frames.Add(1)
 	return true
+}
+
+// slow disconnects a client that could not take its frames in time (1008).
+func (sc *streamConn) slow() {
+	sc.mu.Lock()
+	closing := sc.closed
+	sc.mu.Unlock()
+	if !closing {
+		sc.s.stats.slowDisconnects.Add(1)
+		_ = sc.cork.uncork(time.Now().Add(time.Second))
+		sc.c.Close(websocket.StatusPolicyViolation, "client too slow")
+	}
 }
