@@ -33,7 +33,7 @@ done
 
 if [ "${PRESENCEHUB_DEMO_SIMULATE:-1}" != 0 ]; then
   $bin simulate --realm "$realm" --users "${PRESENCEHUB_DEMO_USERS:-40}" --rate "${PRESENCEHUB_DEMO_RATE:-2}" \
-    --min-expires 30s --max-expires 5m --duration 0 2>.data/dev/simulate.log &
+    --min-expires 30s --max-expires 5m --burst 20 --duration 0 2>.data/dev/simulate.log &
   pids+=($!)
 fi
 

@@ -52,12 +52,7 @@ func (s *server) handleStream() http.Handler {
 		// then requires Origin to match the Host (no cross-site hijacking).
 		// Bearer and ticket clients prove themselves without ambient
 		// credentials, so any origin may use them.
-		cw := &corkWriter{ResponseWriter: w}
-		c, err := websocket.Accept(cw, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
-		if err == nil && cw.conn == nil {
-			c.CloseNow()
-			err = errors.New("upgrade did not hijack the connection")
-		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
 		if err != nil {
 			s.log.Debug("websocket upgrade refused", "err", err)
 			return
@@ -69,7 +64,7 @@ func (s *server) handleStream() http.Handler {
 			s.stats.connections.Add(-1)
 			s.stats.disconnects.Add(1)
 		}()
-		sc := &streamConn{s: s, c: c, cork: cw.conn, p: p, subs: make(map[string]*streamSub)}
+		sc := &streamConn{s: s, c: c, p: p, subs: make(map[string]*streamSub)}
 		sc.serve(r.Context())
 	})
 }
@@ -100,10 +95,9 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie 
 // when the queues are empty, so an idle connection costs no writer stack;
 // pings run from a runtime timer the same way.
 type streamConn struct {
-	s    *server
-	c    *websocket.Conn
-	cork *corkConn
-	p    store.Principal
+	s *server
+	c *websocket.Conn
+	p store.Principal
 
 	writing atomic.Bool // a flush goroutine is running
 	pending atomic.Bool // more was queued while it ran
@@ -412,20 +406,12 @@ func (sc *streamConn) flushOnce() bool {
 	// One deadline for what this round writes: a client that cannot take
 	// it within the write timeout is too slow. (A context per frame cost
 	// about 8% of the server's CPU at 50,000 frames/s.)
-	deadline := time.Now().Add(sc.s.stream.WriteTimeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), sc.s.stream.WriteTimeout)
 	defer cancel()
-	// Gather the round's frames and write them in one go at the end.
-	sc.cork.cork()
-	ok := sc.flushFrames(ctx, out, subs)
-	if err := sc.cork.uncork(deadline); err != nil && ok {
-		sc.slow()
-		return false
-	}
-	return ok
+	return sc.flushFrames(ctx, out, subs)
 }
 
-// flushFrames writes the round's frames (into the cork).
+// flushFrames writes one round's frames.
 func (sc *streamConn) flushFrames(ctx context.Context, out [][]byte, subs []*streamSub) bool {
 	for _, f := range out {
 		if !sc.write(ctx, f) {
@@ -442,7 +428,6 @@ func (sc *streamConn) flushFrames(ctx context.Context, out [][]byte, subs []*str
 			if ended { // unsubscribed meanwhile
 				continue
 			}
-			_ = sc.cork.uncork(time.Now().Add(time.Second)) // the close frame must not wait in the cork
 			sc.c.Close(websocket.StatusGoingAway, "server shutting down")
 			return false
 		}
@@ -492,7 +477,6 @@ func (sc *streamConn) slow() {
 	sc.mu.Unlock()
 	if !closing {
 		sc.s.stats.slowDisconnects.Add(1)
-		_ = sc.cork.uncork(time.Now().Add(time.Second))
 		sc.c.Close(websocket.StatusPolicyViolation, "client too slow")
 	}
 }
