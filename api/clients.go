@@ -109,15 +109,10 @@ func (s *server) ownClient(ctx context.Context, sid string) (store.Client, error
 	return c, nil
 }
 
-func (s *server) handleClientGet() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.ownClient(r.Context(), chi.URLParam(r, "ClientSid"))
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		encode(w, http.StatusOK, toClientJSON(c))
-	})
+// visibleClient resolves {ClientSid} for the caller.
+func (s *server) visibleClient(r *http.Request) (clientJSON, error) {
+	c, err := s.ownClient(r.Context(), chi.URLParam(r, "ClientSid"))
+	return toClientJSON(c), err
 }
 
 func (s *server) handleClientCreate() http.Handler {

@@ -29,25 +29,25 @@ func (s *server) routes() http.Handler {
 
 		r.Get("/v1/Clients", s.handleClientList().ServeHTTP)
 		r.Post("/v1/Clients", s.handleClientCreate().ServeHTTP)
-		r.Get("/v1/Clients/{ClientSid}", s.handleClientGet().ServeHTTP)
+		r.Get("/v1/Clients/{ClientSid}", handleGet(s, s.visibleClient).ServeHTTP)
 		r.Put("/v1/Clients/{ClientSid}", s.handleClientUpdate().ServeHTTP)
 		r.Delete("/v1/Clients/{ClientSid}", s.handleClientDelete().ServeHTTP)
 
 		r.Get("/v1/ServiceProviders", s.handleSPList().ServeHTTP)
 		r.Post("/v1/ServiceProviders", s.handleSPCreate().ServeHTTP)
-		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPGet().ServeHTTP)
+		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", handleGet(s, s.visibleSP).ServeHTTP)
 		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPUpdate().ServeHTTP)
 		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPDelete().ServeHTTP)
 
 		r.Get("/v1/Accounts", s.handleAccountList().ServeHTTP)
 		r.Post("/v1/Accounts", s.handleAccountCreate().ServeHTTP)
-		r.Get("/v1/Accounts/{AccountSid}", s.handleAccountGet().ServeHTTP)
+		r.Get("/v1/Accounts/{AccountSid}", handleGet(s, s.visibleAccount).ServeHTTP)
 		r.Put("/v1/Accounts/{AccountSid}", s.handleAccountUpdate().ServeHTTP)
 		r.Delete("/v1/Accounts/{AccountSid}", s.handleAccountDelete().ServeHTTP)
 
 		r.Get("/v1/ApiKeys", s.handleKeyList().ServeHTTP)
 		r.Post("/v1/ApiKeys", s.handleKeyCreate().ServeHTTP)
-		r.Get("/v1/ApiKeys/{ApiKeySid}", s.handleKeyGet().ServeHTTP)
+		r.Get("/v1/ApiKeys/{ApiKeySid}", handleGet(s, s.visibleKey).ServeHTTP)
 		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.handleKeyDelete().ServeHTTP)
 
 		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)

@@ -9,6 +9,23 @@ import (
 	"github.com/presencehub/presencehub/store"
 )
 
+// handleGet answers GET with what load returns; load checks visibility.
+func handleGet[T any](s *server, load func(*http.Request) (T, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := load(r)
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		encode(w, http.StatusOK, v)
+	})
+}
+
+// visibleAccount resolves {AccountSid} for the caller.
+func (s *server) visibleAccount(r *http.Request) (store.Account, error) {
+	return s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+}
+
 // sidParam validates a sid path value: 400 when malformed.
 func sidParam(r *http.Request, name, what string) (string, error) {
 	sid := chi.URLParam(r, name)
@@ -94,17 +111,6 @@ func (s *server) visibleSP(r *http.Request) (store.ServiceProvider, error) {
 		return sp, errForbidden
 	}
 	return sp, nil
-}
-
-func (s *server) handleSPGet() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sp, err := s.visibleSP(r)
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		encode(w, http.StatusOK, sp)
-	})
 }
 
 func (s *server) handleSPUpdate() http.Handler {
@@ -233,17 +239,6 @@ func (s *server) handleAccountCreate() http.Handler {
 			return
 		}
 		created(w, a.SID)
-	})
-}
-
-func (s *server) handleAccountGet() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		encode(w, http.StatusOK, a)
 	})
 }
 
@@ -417,17 +412,6 @@ func (s *server) visibleKey(r *http.Request) (store.APIKey, error) {
 		return k, errNotFound
 	}
 	return k, nil
-}
-
-func (s *server) handleKeyGet() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, err := s.visibleKey(r)
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		encode(w, http.StatusOK, k)
-	})
 }
 
 func (s *server) handleKeyDelete() http.Handler {

@@ -760,6 +760,24 @@ type benchAccount struct {
 //
 // srv gives the server to talk to; the idle benchmark starts a new one for
 // every run, and the deletions go to the one running at the end.
+// serverWithAccount starts the bench, the server under test (stopped at
+// cleanup) and one account on it.
+func (b *bench) serverWithAccount(ctx context.Context) (*benchServer, benchAccount, error) {
+	if err := b.start(ctx); err != nil {
+		return nil, benchAccount{}, err
+	}
+	srv, err := b.server(ctx)
+	if err != nil {
+		return nil, benchAccount{}, err
+	}
+	b.onCleanup(func(context.Context) { srv.stop() })
+	accts, err := b.accounts(ctx, func() *benchServer { return srv }, 1)
+	if err != nil {
+		return nil, benchAccount{}, err
+	}
+	return srv, accts[0], nil
+}
+
 func (b *bench) accounts(ctx context.Context, srv func() *benchServer, n int) ([]benchAccount, error) {
 	var sp struct{ SID string }
 	if err := b.api(ctx, srv(), http.MethodPost, "/v1/ServiceProviders",

@@ -44,19 +44,10 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 		return errors.New("--registrations must be positive and 1s ≤ --min-ttl ≤ --max-ttl")
 	}
 	defer b.finish()
-	if err := b.start(ctx); err != nil {
-		return err
-	}
-	srv, err := b.server(ctx)
+	srv, acct, err := b.serverWithAccount(ctx)
 	if err != nil {
 		return err
 	}
-	b.onCleanup(func(context.Context) { srv.stop() })
-	accts, err := b.accounts(ctx, func() *benchServer { return srv }, 1)
-	if err != nil {
-		return err
-	}
-	acct := accts[0]
 
 	ev := &expiryEvents{hub: map[string]time.Time{}, redis: map[string]time.Time{}}
 	ctx, cancel := context.WithCancel(ctx)

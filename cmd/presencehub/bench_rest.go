@@ -44,19 +44,10 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		return fmt.Errorf("--users, --names, --concurrency and --duration must be positive")
 	}
 	defer b.finish()
-	if err := b.start(ctx); err != nil {
-		return err
-	}
-	srv, err := b.server(ctx)
+	srv, acct, err := b.serverWithAccount(ctx)
 	if err != nil {
 		return err
 	}
-	b.onCleanup(func(context.Context) { srv.stop() })
-	accts, err := b.accounts(ctx, func() *benchServer { return srv }, 1)
-	if err != nil {
-		return err
-	}
-	acct := accts[0]
 	aors := make([]benchAOR, *users)
 	for i := range aors {
 		aors[i] = benchAOR{fmt.Sprintf("user%05d", i+1), acct.realm}
