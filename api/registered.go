@@ -65,7 +65,7 @@ func (s *server) handleRegisteredDetails() http.Handler {
 		if len(names) == 0 {
 			b = s.pres.AppendAll(nil, realm)
 		} else {
-			b = s.pres.AppendUsers(make([]byte, 0, 256*len(names)), realm, names)
+			b = s.pres.AppendUsers(make([]byte, 0, 320*len(names)), realm, names)
 		}
 		writeJSON(w, http.StatusOK, b)
 	})
