@@ -27,6 +27,12 @@ func TestTenantIsolation(t *testing.T) {
 	freshAccount := func() string {
 		return must(f.db.CreateAccount(ctx, store.Account{Name: uniq("acct"), ServiceProviderSID: f.spA.SID, SIPRealm: uniq("r") + ".example.com"})).SID
 	}
+	freshSP := func() string {
+		return must(f.db.CreateServiceProvider(ctx, store.ServiceProvider{Name: uniq("sp")})).SID
+	}
+	freshKey := func() string {
+		return must2(f.db.CreateAPIKey(ctx, store.APIKey{AccountSID: f.a1.SID})).SID
+	}
 	keyA1 := must2(f.db.CreateAPIKey(ctx, store.APIKey{AccountSID: f.a1.SID}))
 	a1 := f.a1.SID
 
@@ -76,6 +82,12 @@ func TestTenantIsolation(t *testing.T) {
 			want{asAdmin: 201, asSP: 403, asOwn: 403, asOther: 403}},
 		{"update service provider", "PUT", func() string { return "/v1/ServiceProviders/" + f.spA.SID }, func() any { return map[string]any{"description": "d"} },
 			want{asAdmin: 204, asSP: 204, asOwn: 403, asOther: 403}},
+		{"delete service provider", "DELETE", func() string { return "/v1/ServiceProviders/" + freshSP() }, nil,
+			want{asAdmin: 204, asSP: 403, asOwn: 403, asOther: 403}},
+		{"delete own service provider", "DELETE", func() string { return "/v1/ServiceProviders/" + f.spB.SID }, nil,
+			want{asAdmin: 409, asSP: 403, asOwn: 403, asOther: 403}},
+		{"delete api key", "DELETE", func() string { return "/v1/ApiKeys/" + freshKey() }, nil,
+			want{asAdmin: 204, asSP: 204, asOwn: 204, asOther: 404}},
 		{"list api keys", "GET", func() string { return "/v1/ApiKeys" }, nil,
 			want{asAdmin: 200, asSP: 200, asOwn: 200, asOther: 200}},
 		{"create account api key", "POST", func() string { return "/v1/ApiKeys" }, func() any { return map[string]any{"account_sid": a1} },

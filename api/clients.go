@@ -115,6 +115,11 @@ func (s *server) visibleClient(r *http.Request) (clientJSON, error) {
 	return toClientJSON(c), err
 }
 
+func (s *server) deletableClient(r *http.Request) (string, error) {
+	c, err := s.ownClient(r.Context(), chi.URLParam(r, "ClientSid"))
+	return c.SID, err
+}
+
 func (s *server) handleClientCreate() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b clientBody
@@ -206,21 +211,6 @@ func (s *server) handleClientUpdate() http.Handler {
 			AllowDirectAppCalling: boolPtr(b.AllowDirectAppCalling), AllowDirectQueueCalling: boolPtr(b.AllowDirectQueueCalling),
 			AllowDirectUserCalling: boolPtr(b.AllowDirectUserCalling)}
 		if err := s.dir.UpdateClient(r.Context(), c.SID, u); err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-}
-
-func (s *server) handleClientDelete() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.ownClient(r.Context(), chi.URLParam(r, "ClientSid"))
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		if err := s.dir.DeleteClient(r.Context(), c.SID); err != nil {
 			fail(w, r, s.log, err)
 			return
 		}

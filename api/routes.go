@@ -31,24 +31,24 @@ func (s *server) routes() http.Handler {
 		r.Post("/v1/Clients", s.handleClientCreate().ServeHTTP)
 		r.Get("/v1/Clients/{ClientSid}", handleGet(s, s.visibleClient).ServeHTTP)
 		r.Put("/v1/Clients/{ClientSid}", s.handleClientUpdate().ServeHTTP)
-		r.Delete("/v1/Clients/{ClientSid}", s.handleClientDelete().ServeHTTP)
+		r.Delete("/v1/Clients/{ClientSid}", handleDelete(s, s.deletableClient, s.dir.DeleteClient).ServeHTTP)
 
 		r.Get("/v1/ServiceProviders", s.handleSPList().ServeHTTP)
 		r.Post("/v1/ServiceProviders", s.handleSPCreate().ServeHTTP)
 		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", handleGet(s, s.visibleSP).ServeHTTP)
 		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPUpdate().ServeHTTP)
-		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPDelete().ServeHTTP)
+		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", handleDelete(s, s.deletableSP, s.dir.DeleteServiceProvider).ServeHTTP)
 
 		r.Get("/v1/Accounts", s.handleAccountList().ServeHTTP)
 		r.Post("/v1/Accounts", s.handleAccountCreate().ServeHTTP)
 		r.Get("/v1/Accounts/{AccountSid}", handleGet(s, s.visibleAccount).ServeHTTP)
 		r.Put("/v1/Accounts/{AccountSid}", s.handleAccountUpdate().ServeHTTP)
-		r.Delete("/v1/Accounts/{AccountSid}", s.handleAccountDelete().ServeHTTP)
+		r.Delete("/v1/Accounts/{AccountSid}", handleDelete(s, s.deletableAccount, s.dir.DeleteAccount).ServeHTTP)
 
 		r.Get("/v1/ApiKeys", s.handleKeyList().ServeHTTP)
 		r.Post("/v1/ApiKeys", s.handleKeyCreate().ServeHTTP)
 		r.Get("/v1/ApiKeys/{ApiKeySid}", handleGet(s, s.visibleKey).ServeHTTP)
-		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.handleKeyDelete().ServeHTTP)
+		r.Delete("/v1/ApiKeys/{ApiKeySid}", handleDelete(s, s.deletableKey, s.dir.DeleteAPIKey).ServeHTTP)
 
 		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)
 	})

@@ -21,6 +21,45 @@ func handleGet[T any](s *server, load func(*http.Request) (T, error)) http.Handl
 	})
 }
 
+// handleDelete answers DELETE with 204: target resolves what the caller may
+// delete (visibility and scope checked) to its sid, del removes it.
+func handleDelete(s *server, target func(*http.Request) (string, error), del func(context.Context, string) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sid, err := target(r)
+		if err == nil {
+			err = del(r.Context(), sid)
+		}
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// deletableSP: only admin deletes service providers.
+func (s *server) deletableSP(r *http.Request) (string, error) {
+	sp, err := s.visibleSP(r)
+	if err == nil && principal(r.Context()).Scope != store.ScopeAdmin {
+		err = errForbidden
+	}
+	return sp.SID, err
+}
+
+// deletableAccount: admin and the account's service provider, not the account itself.
+func (s *server) deletableAccount(r *http.Request) (string, error) {
+	a, err := s.visibleAccount(r)
+	if err == nil && principal(r.Context()).Scope == store.ScopeAccount {
+		err = errForbidden
+	}
+	return a.SID, err
+}
+
+func (s *server) deletableKey(r *http.Request) (string, error) {
+	k, err := s.visibleKey(r)
+	return k.SID, err
+}
+
 // visibleAccount resolves {AccountSid} for the caller.
 func (s *server) visibleAccount(r *http.Request) (store.Account, error) {
 	return s.account(r.Context(), chi.URLParam(r, "AccountSid"))
@@ -136,25 +175,6 @@ func (s *server) handleSPUpdate() http.Handler {
 			sp.Description = *b.Description
 		}
 		if err := s.dir.UpdateServiceProvider(r.Context(), sp); err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-}
-
-func (s *server) handleSPDelete() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sp, err := s.visibleSP(r)
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		if principal(r.Context()).Scope != store.ScopeAdmin {
-			fail(w, r, s.log, errForbidden)
-			return
-		}
-		if err := s.dir.DeleteServiceProvider(r.Context(), sp.SID); err != nil {
 			fail(w, r, s.log, err)
 			return
 		}
@@ -280,25 +300,6 @@ func (s *server) handleAccountUpdate() http.Handler {
 	})
 }
 
-func (s *server) handleAccountDelete() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		if principal(r.Context()).Scope == store.ScopeAccount {
-			fail(w, r, s.log, errForbidden)
-			return
-		}
-		if err := s.dir.DeleteAccount(r.Context(), a.SID); err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-}
-
 // --- API keys ----------------------------------------------------------------
 
 type keyBody struct {
@@ -412,19 +413,4 @@ func (s *server) visibleKey(r *http.Request) (store.APIKey, error) {
 		return k, errNotFound
 	}
 	return k, nil
-}
-
-func (s *server) handleKeyDelete() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k, err := s.visibleKey(r)
-		if err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		if err := s.dir.DeleteAPIKey(r.Context(), k.SID); err != nil {
-			fail(w, r, s.log, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
 }
