@@ -9,7 +9,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +37,7 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	conc := fs.Int("concurrency", 50, "concurrent connections")
 	dur := fs.Duration("duration", 4*time.Second, "measured time per endpoint and run")
 	warm := fs.Duration("warmup", time.Second, "load before each measurement, not counted")
+	gen := fs.String("generator", "go", "load generator: go (the project's own, net/http client) or wrk (Debian's wrk, much lighter on CPU)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -42,6 +46,14 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if *users < 1 || *names < 1 || *conc < 1 || *dur <= 0 || *warm < 0 {
 		return fmt.Errorf("--users, --names, --concurrency and --duration must be positive")
+	}
+	if *gen != "go" && *gen != "wrk" {
+		return fmt.Errorf("--generator %q: want go or wrk", *gen)
+	}
+	if *gen == "wrk" {
+		if _, err := exec.LookPath("wrk"); err != nil {
+			return fmt.Errorf("--generator wrk needs wrk: apt-get install wrk")
+		}
 	}
 	defer b.finish()
 	srv, acct, err := b.serverWithAccount(ctx)
@@ -72,25 +84,36 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		bodies[i], _ = json.Marshal(ns)
 	}
 	auth := "Bearer " + b.key
+	path := strings.TrimPrefix(base, srv.url)
 	endpoints := []struct {
 		name   string
 		target float64
 		req    func(r *rand.Rand) *http.Request
+		wrk    func(r *rand.Rand) wrkRequest
 	}{
 		{fmt.Sprintf("POST %d names", *names), 6000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodPost, base, bytes.NewReader(bodies[r.IntN(len(bodies))]))
 			req.Header.Set("Content-Type", "application/json")
 			return req
+		}, func(r *rand.Rand) wrkRequest {
+			return wrkRequest{"POST", path, string(bodies[r.IntN(len(bodies))])}
 		}},
 		{"GET list", 2000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, base, nil)
 			return req
-		}},
+		}, func(r *rand.Rand) wrkRequest { return wrkRequest{"GET", path, ""} }},
 		{"GET single", 20000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, base+"/"+aors[r.IntN(len(aors))].user, nil)
 			return req
+		}, func(r *rand.Rand) wrkRequest {
+			return wrkRequest{"GET", path + "/" + aors[r.IntN(len(aors))].user, ""}
 		}},
 	}
+	wrkDir, err := os.MkdirTemp("", "presencehub-wrk")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(wrkDir)
 	hc := &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -106,20 +129,43 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		var firstErr string
 		for run := 1; run <= *b.runs; run++ {
 			m := b.meter(ctx, srv)
-			m.start()
-			res := loadHTTP(ctx, hc, *conc, *warm, *dur, func(r *rand.Rand) *http.Request {
-				req := ep.req(r)
-				req.Header.Set("Authorization", auth)
-				return req
-			})
-			if ctx.Err() != nil {
-				return ctx.Err()
+			var res loadResult
+			if *gen == "wrk" {
+				reqs := wrkRequests(256, ep.wrk)
+				if *warm > 0 {
+					if _, err := runWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *warm); err != nil {
+						return err
+					}
+				}
+				m.start()
+				w, err := runWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *dur)
+				if err != nil {
+					return err
+				}
+				b.stopMeter(m)
+				rps = append(rps, w.rps)
+				p50 = append(p50, millis(w.p50))
+				p99 = append(p99, millis(w.p99))
+				res.errs = w.non2xx
+				if w.non2xx > 0 {
+					res.firstErr = w.firstErr
+				}
+			} else {
+				m.start()
+				res = loadHTTP(ctx, hc, *conc, *warm, *dur, func(r *rand.Rand) *http.Request {
+					req := ep.req(r)
+					req.Header.Set("Authorization", auth)
+					return req
+				})
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				b.stopMeter(m)
+				slices.Sort(res.lat)
+				rps = append(rps, float64(len(res.lat))/dur.Seconds())
+				p50 = append(p50, millis(percentile(res.lat, 50)))
+				p99 = append(p99, millis(percentile(res.lat, 99)))
 			}
-			b.stopMeter(m)
-			slices.Sort(res.lat)
-			rps = append(rps, float64(len(res.lat))/dur.Seconds())
-			p50 = append(p50, millis(percentile(res.lat, 50)))
-			p99 = append(p99, millis(percentile(res.lat, 99)))
 			if srv.pid != 0 {
 				// The CPU is read over warm-up and measurement alike.
 				cores = append(cores, m.Server)
@@ -141,7 +187,7 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 			b.add(ep.name+": failed requests", fmtCount(float64(errs))+" ("+firstErr+")", "0", boolPtr(false))
 		}
 	}
-	b.add(fmt.Sprintf("setup: %d users, %d connections, %v per run", *users, *conc, *dur), fmt.Sprintf("%d runs", *b.runs), "", nil)
+	b.add(fmt.Sprintf("setup: %d users, %d connections, %v per run, generator %s", *users, *conc, *dur, *gen), fmt.Sprintf("%d runs", *b.runs), "", nil)
 	return nil
 }
 
