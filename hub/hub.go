@@ -398,7 +398,7 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 	if old == nil {
 		r.online++
 		r.protocols[reg.Protocol]++
-		r.list.Store(nil)
+		r.usersChanged()
 	} else if old.reg.Protocol != reg.Protocol {
 		r.protocols[old.reg.Protocol]--
 		r.protocols[reg.Protocol]++
@@ -427,7 +427,7 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 	delete(r.users, user)
 	r.online--
 	r.protocols[old.reg.Protocol]--
-	r.list.Store(nil)
+	r.usersChanged()
 	event := EventUnregistered
 	if expired || (!old.reg.Deadline.IsZero() && !old.reg.Deadline.After(now)) {
 		event = EventExpired

@@ -24,7 +24,10 @@ type realmState struct {
 	perSecond [60]bucket // changes per second, last minute
 	perMinute [60]bucket // online count at the end of each minute, last hour
 
-	list atomic.Pointer[[]byte] // cached GET list encoding; nil when stale
+	// Caches cleared (under mu's write lock) whenever the set of users
+	// changes, and rebuilt lazily by readers (under the read lock).
+	names atomic.Pointer[[]string] // registered user names, sorted
+	list  atomic.Pointer[[]byte]   // GET list encoding
 }
 
 type bucket struct {
@@ -40,6 +43,26 @@ func newRealm(name string, history int) *realmState {
 		protocols: make(map[string]int),
 		history:   ring{buf: make([]*Change, 0, 16), max: history},
 	}
+}
+
+// sortedUsers returns the registered names in order; r.mu must be held
+// (read or write). The result is shared: callers must not modify it.
+func (r *realmState) sortedUsers() []string {
+	if p := r.names.Load(); p != nil {
+		return *p
+	}
+	names := sortedKeys(r.users)
+	// Stored while the caller holds the lock: the owner clears the cache
+	// under the write lock, so a stale list can never be stored after it.
+	r.names.Store(&names)
+	return names
+}
+
+// usersChanged drops the caches that depend on the set of users; r.mu must
+// be held for writing.
+func (r *realmState) usersChanged() {
+	r.names.Store(nil)
+	r.list.Store(nil)
 }
 
 func (r *realmState) recordActivity(now time.Time) {
@@ -136,7 +159,7 @@ func (h *Hub) AppendAll(b []byte, realm string) []byte {
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for i, n := range sortedKeys(r.users) {
+	for i, n := range r.sortedUsers() {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -159,7 +182,7 @@ func (h *Hub) ListJSON(realm string) []byte {
 	r.mu.RLock()
 	b := make([]byte, 0, len(r.users)*(len(r.name)+16)+2)
 	b = append(b, '[')
-	for i, n := range sortedKeys(r.users) {
+	for i, n := range r.sortedUsers() {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -169,9 +192,8 @@ func (h *Hub) ListJSON(realm string) []byte {
 	// No spare capacity: an append by a caller must copy, not write into
 	// the cache that other readers share.
 	b = b[:len(b):len(b)]
-	// Store while still holding the read lock: the owner clears the cache
-	// under the write lock, so a stale list can never be stored after it.
-	r.list.Store(&b)
+	r.list.Store(&b) // under the read lock, as in sortedUsers
+
 	r.mu.RUnlock()
 	return b
 }
@@ -199,7 +221,7 @@ func (h *Hub) Users(realm string) []UserView {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]UserView, 0, len(r.users))
-	for _, n := range sortedKeys(r.users) {
+	for _, n := range r.sortedUsers() {
 		e := r.users[n]
 		out = append(out, UserView{
 			Name: n, Contact: e.reg.Contact, Protocol: e.reg.Protocol, Proxy: e.reg.Proxy,

@@ -122,7 +122,7 @@ func (s *Subscription) snapshotLocked() Snapshot {
 	r := s.realm
 	snap := Snapshot{Epoch: s.hub.epoch, Seq: r.seq}
 	if s.users == nil {
-		for _, n := range sortedKeys(r.users) {
+		for _, n := range r.sortedUsers() {
 			e := r.users[n]
 			snap.Users = append(snap.Users, withEventTime(nil, e.json, e.eventTime))
 		}
