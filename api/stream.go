@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -52,7 +56,7 @@ func (s *server) handleStream() http.Handler {
 		// then requires Origin to match the Host (no cross-site hijacking).
 		// Bearer and ticket clients prove themselves without ambient
 		// credentials, so any origin may use them.
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
+		c, err := websocket.Accept(leanHijacker{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
 		if err != nil {
 			s.log.Debug("websocket upgrade refused", "err", err)
 			return
@@ -60,13 +64,48 @@ func (s *server) handleStream() http.Handler {
 		c.SetReadLimit(s.stream.ReadLimit)
 		s.stats.accepted.Add(1)
 		s.stats.connections.Add(1)
-		defer func() {
-			s.stats.connections.Add(-1)
-			s.stats.disconnects.Add(1)
-		}()
 		sc := &streamConn{s: s, c: c, p: p, subs: make(map[string]*streamSub)}
-		sc.serve(r.Context())
+		// The connection's reader runs in a goroutine of its own and this
+		// handler returns: net/http then lets go of the request, its
+		// headers and its connection state, which an idle websocket
+		// would otherwise keep for its whole life.
+		go sc.serve()
 	})
+}
+
+// Buffer sizes of a stream connection. net/http hands a hijacked
+// connection 4 KiB buffers each way, which coder/websocket keeps for the
+// connection's life: 8 KiB of every idle subscriber. Client frames are small
+// and rare; a change frame is a few hundred bytes and fits the write buffer
+// whole (one write per frame); bigger frames (snapshots) go around it.
+const (
+	streamReadBuffer  = 256
+	streamWriteBuffer = 1024
+)
+
+// leanHijacker gives coder/websocket small buffers when it hijacks the
+// connection (see streamReadBuffer).
+type leanHijacker struct{ http.ResponseWriter }
+
+func (w leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, streamReadBuffer)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent before the upgrade's answer (net/http's
+		// background read may have taken the first byte of a frame). They
+		// must be in the new buffer, not behind it: coder/websocket keeps
+		// what is buffered and re-seats the reader on the bare connection.
+		b, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(n, streamReadBuffer))
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, streamWriteBuffer)), nil
 }
 
 // streamPrincipal authenticates an upgrade: bearer key, single-use ticket or
@@ -122,9 +161,14 @@ type streamSub struct {
 	conflated  []byte // the same with "conflated":true
 }
 
-func (sc *streamConn) serve(ctx context.Context) {
+func (sc *streamConn) serve() {
+	// Not the request's context: net/http cancels that when the handler
+	// returns. The connection ends when the client or the server closes it.
+	ctx := context.Background()
 	sc.ping = time.AfterFunc(sc.s.stream.PingInterval, sc.heartbeat)
 	defer func() {
+		sc.s.stats.connections.Add(-1)
+		sc.s.stats.disconnects.Add(1)
 		sc.ping.Stop()
 		sc.mu.Lock()
 		sc.closed = true
