@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/store"
@@ -318,7 +317,7 @@ func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) int64 {
 // wsSub is one websocket subscriber of the benchmarks.
 type wsSub struct {
 	acct int
-	c    *websocket.Conn
+	c    *benchWS
 	w    *streamWindow
 	snap chan struct{} // closed at the first snapshot
 	done chan struct{} // closed when the reader ends
@@ -345,35 +344,25 @@ func (s *wsSub) received() int64 {
 func dialSubscribers(ctx context.Context, srv *benchServer, key string, accts []benchAccount, n int, w *streamWindow) ([]*wsSub, error) {
 	wsURL := "ws" + strings.TrimPrefix(srv.url, "http") + "/v1/stream"
 	hdr := http.Header{"Authorization": {"Bearer " + key}}
-	// Connections are spread over several loopback source addresses so that
-	// tens of thousands of them never run short of ephemeral ports.
-	hc := func(i int) *http.Client {
-		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}}
-		return &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: d.DialContext, DisableKeepAlives: true}}
-	}
-	clients := make([]*http.Client, 8)
-	for i := range clients {
-		clients[i] = hc(i)
-	}
 	conns := make([]*wsSub, n)
 	err := parallelN(ctx, 64, n, func(ctx context.Context, i int) error {
 		s := &wsSub{acct: i % len(accts), w: w, snap: make(chan struct{}), done: make(chan struct{})}
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		c, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: clients[i%len(clients)]})
+		// Connections are spread over several loopback source addresses
+		// so that tens of thousands of them never run short of ephemeral
+		// ports.
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
+		c, err := dialBenchWS(wsURL, local, hdr, 30*time.Second)
 		if err != nil {
-			if resp != nil {
-				return fmt.Errorf("subscriber %d: dial: %s: %w", i, resp.Status, err)
-			}
 			return fmt.Errorf("subscriber %d: dial: %w", i, err)
 		}
-		c.SetReadLimit(64 << 20)
 		s.c = c
 		conns[i] = s
 		msg := `{"type":"subscribe","id":"s","account_sid":"` + accts[s.acct].sid + `"}`
-		if err := c.Write(dctx, websocket.MessageText, []byte(msg)); err != nil {
+		if err := c.WriteText([]byte(msg)); err != nil {
 			return fmt.Errorf("subscriber %d: subscribe: %w", i, err)
 		}
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		go s.read()
 		select {
 		case <-s.snap:
@@ -400,7 +389,7 @@ func closeSubscribers(conns []*wsSub) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.c.CloseNow()
+			_ = s.c.Close()
 			<-s.done
 		}()
 	}
@@ -410,20 +399,15 @@ func closeSubscribers(conns []*wsSub) {
 // read handles every frame until the connection ends.
 func (s *wsSub) read() {
 	defer close(s.done)
-	var buf bytes.Buffer
 	for {
-		_, r, err := s.c.Reader(context.Background())
-		if err == nil {
-			buf.Reset()
-			_, err = buf.ReadFrom(r)
-		}
+		f, err := s.c.ReadMessage()
 		if err != nil {
 			s.mu.Lock()
 			s.errMsg = err.Error()
 			s.mu.Unlock()
 			return
 		}
-		s.handle(buf.Bytes(), time.Now())
+		s.handle(f, time.Now())
 	}
 }
 
