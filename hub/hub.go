@@ -441,7 +441,9 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.Time) {
 	r.seq++
 	c := &Change{Realm: r.name, Seq: r.seq, Event: event, User: user, Time: now}
-	b := make([]byte, 0, len(userJSON)+64)
+	// "seq":N,"event":"…","user": before the user, ,"event_time":"…" and
+	// the closing brace after it: at most 100 bytes, so one allocation.
+	b := make([]byte, 0, len(userJSON)+100)
 	b = append(b, `"seq":`...)
 	b = appendUint(b, c.Seq)
 	b = append(b, `,"event":"`...)
