@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -165,7 +166,10 @@ func (sc *streamConn) serve() {
 	// Not the request's context: net/http cancels that when the handler
 	// returns. The connection ends when the client or the server closes it.
 	ctx := context.Background()
-	sc.ping = time.AfterFunc(sc.s.stream.PingInterval, sc.heartbeat)
+	// The first ping comes after a random part of the interval: connections
+	// made together (a reconnecting fleet) do not ping together ever after.
+	first := sc.s.stream.PingInterval/2 + rand.N(sc.s.stream.PingInterval/2+1)
+	sc.ping = time.AfterFunc(first, sc.heartbeat)
 	defer func() {
 		sc.s.stats.connections.Add(-1)
 		sc.s.stats.disconnects.Add(1)
