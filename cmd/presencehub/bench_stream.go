@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,8 +175,9 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				cores = append(cores, m.Server)
 				rss = append(rss, float64(srv.rss()))
 			}
-			b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s",
-				rate, run, sumCounts(perAcct), expected, received, p50[len(p50)-1], p99[len(p99)-1], pmax[len(pmax)-1], m)
+			self, _ := procRSS(os.Getpid())
+			b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB",
+				rate, run, sumCounts(perAcct), expected, received, p50[len(p50)-1], p99[len(p99)-1], pmax[len(pmax)-1], m, float64(self)/(1<<20))
 		}
 		name := fmtCount(rate) + "/s"
 		p99Target, cpuTarget := 40.0, 0.0
