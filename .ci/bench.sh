@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(rest stream idle resync expiry)
+[ ${#benches[@]} -gt 0 ] || benches=(rest stream idle resync expiry floor)
 
 work=$(mktemp -d)
 cleanup() {

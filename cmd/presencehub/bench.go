@@ -42,6 +42,9 @@ every size is also a flag: presencehub bench <name> --help):
            resync after the Redis subscription is killed
   expiry   delay from a registration's expiryTime to the "expired" event at a
            subscriber, next to Redis's own "expired" notification
+  floor    the machine's floor under "stream": the CPU of moving as many
+           messages over as many loopback TCP connections, with no websocket,
+           Redis or hub (needs no Redis, PostgreSQL or server)
 
 Each benchmark starts "presencehub serve" (this binary) as a child process on
 a loopback port, so that its CPU and memory can be measured from /proc, and
@@ -69,6 +72,10 @@ func cmdBench(ctx context.Context, args []string, getenv func(string) string, st
 		return benchStream(ctx, rest, getenv, stdout, stderr)
 	case "idle":
 		return benchIdle(ctx, rest, getenv, stdout, stderr)
+	case "floor":
+		return benchFloor(ctx, rest, getenv, stdout, stderr)
+	case "floor-reader": // the second process of "bench floor"
+		return benchFloorReader(rest, os.Stdin, stdout)
 	case "resync":
 		return benchResync(ctx, rest, getenv, stdout, stderr)
 	case "expiry":

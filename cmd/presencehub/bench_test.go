@@ -190,13 +190,40 @@ func TestBenchUsage(t *testing.T) {
 	if err := run(t.Context(), []string{"bench", "nope"}, env, &stdout, &stderr); err == nil {
 		t.Error("unknown benchmark: no error")
 	}
-	for _, name := range []string{"rest", "stream", "idle", "resync", "expiry"} {
+	for _, name := range []string{"rest", "stream", "idle", "resync", "expiry", "floor"} {
 		stderr.Reset()
 		if err := run(t.Context(), []string{"bench", name, "--help"}, env, &stdout, &stderr); err != nil {
 			t.Errorf("bench %s --help: %v", name, err)
 		}
 		if !strings.Contains(stderr.String(), "-long") || !strings.Contains(stderr.String(), "Short form") {
 			t.Errorf("bench %s --help does not explain the short and long forms:\n%s", name, stderr.String())
+		}
+	}
+}
+
+// TestBenchFloor runs a small bench floor end to end (its second process is
+// this test binary again, see TestMain) and checks that every byte written
+// arrived and that both processes' CPU was measured.
+func TestBenchFloor(t *testing.T) {
+	var stdout bytes.Buffer
+	stderr := &lockedBuffer{} // the reading process writes to it too
+	args := []string{"bench", "floor", "--tsv", "--runs", "1", "--connections", "20", "--rates", "2000", "--duration", "300ms"}
+	if err := run(t.Context(), args, func(string) string { return "" }, &stdout, stderr); err != nil {
+		t.Fatalf("bench floor: %v\n%s", err, stderr.String())
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) == 5 {
+			rows[f[1]] = f
+		}
+	}
+	if r := rows["bytes read / written"]; r == nil || r[4] != "yes" {
+		t.Errorf("bytes read / written: got row %q, want read = written (ok yes)\n%s", r, stdout.String())
+	}
+	for _, m := range []string{"2,000 msgs/s: writing process CPU", "2,000 msgs/s: reading process CPU"} {
+		if r := rows[m]; r == nil || !strings.HasSuffix(r[2], " cores") {
+			t.Errorf("%s: got row %q, want a CPU figure\n%s", m, r, stdout.String())
 		}
 	}
 }
