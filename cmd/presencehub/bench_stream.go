@@ -28,8 +28,11 @@ registered users. Changes are written into Redis as an SBC writes them
 as from several SBC processes at once, so that the load generator leaves the
 CPU to the server), round robin over all users, at each rate of --rates per
 second: --warmup, then --duration measured, --runs times per rate. Every write
-carries its wall-clock time in the contact (";ts=<unix ns>"), so each
-subscriber measures Redis-write → frame-received latency.
+carries its time in the contact (";ts=<unix ns>"), so each subscriber
+measures Redis-write → frame-received latency. By default that time is the
+generator's clock just before it sends the write; with --clock redis it is
+Redis's own clock as it executes the write (a script runs the SBC's SETEX
+and ZADD and stamps the value), which leaves out the generator's own delays.
 
 Reported per rate: p50/p99/max latency; deliveries/s, the frames of the
 window's writes the subscribers received while the writes went on (the
@@ -56,6 +59,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
 	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
+	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -72,6 +76,9 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 			return fmt.Errorf("--rates: %q is not a positive number", r)
 		}
 		rateList = append(rateList, v)
+	}
+	if *clock != "redis" && *clock != "client" {
+		return fmt.Errorf(`--clock %q: want "redis" or "client"`, *clock)
 	}
 	if *subs < 1 || *naccts < 1 || *users < 1 || *dur <= 0 || *writers < 1 {
 		return errors.New("--subscribers, --accounts, --users, --duration and --writers must be positive")
@@ -114,6 +121,10 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	}
 	b.onCleanup(func(context.Context) { closeSubscribers(conns) })
 
+	writeSHA, err := benchWriteScript.Load(ctx, b.rdb).Result()
+	if err != nil {
+		return fmt.Errorf("load the write script into redis: %w", err)
+	}
 	var next atomic.Int64 // position in the pool, across runs
 	for _, rate := range rateList {
 		var p50, p99, pmax, dps, lost, cores, rss spread
@@ -129,23 +140,49 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				w.until.Store(1<<63 - 1)
 			}, func(n int) error {
 				first := int(next.Add(int64(n)) - int64(n))
-				ts := time.Now()
-				param := ";ts=" + strconv.FormatInt(ts.UnixNano(), 10)
+				if *clock == "client" {
+					ts := time.Now()
+					param := ";ts=" + strconv.FormatInt(ts.UnixNano(), 10)
+					_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+						for i := range n {
+							k := (first + i) % len(pool)
+							a := pool[k]
+							if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+					if !ts.Before(from) {
+						for i := range n {
+							perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
+						}
+					}
+					return nil
+				}
+				cmds := make([]*redis.Cmd, n)
 				_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for i := range n {
 						k := (first + i) % len(pool)
 						a := pool[k]
-						if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
-							return err
-						}
+						expiry := time.Now().Add(10 * time.Minute).UnixMilli()
+						cmds[i] = p.EvalSha(ctx, writeSHA, []string{store.RedisUserPrefix + a.user + "@" + a.realm, store.RedisActiveUserSet},
+							store.SBCValue(benchRecord(a.user, k, ";ts=@TS@"), expiry), 600, expiry)
 					}
 					return nil
 				})
 				if err != nil {
 					return err
 				}
-				if !ts.Before(from) {
-					for i := range n {
+				for i, c := range cmds {
+					ts, err := strconv.ParseInt(c.Val().(string), 10, 64)
+					if err != nil {
+						return fmt.Errorf("bench write script answered %v", c.Val())
+					}
+					if ts >= from.UnixNano() {
 						perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
 					}
 				}
@@ -213,6 +250,21 @@ func sumCounts(v []atomic.Int64) int64 {
 	}
 	return n
 }
+
+// benchWriteScript writes a registration with the SBC's two commands
+// (SETEX user:<aor>, then ZADD active-user; the server sees the same
+// keyspace notifications) and stamps the contact's ";ts=@TS@" with Redis's
+// own clock as it executes them, in unix ns, which it returns: latency is
+// then measured from the write itself, not from before the generator sent
+// it (--clock redis).
+var benchWriteScript = redis.NewScript(`
+local t = redis.call('TIME')
+local ts = t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
+local v = string.gsub(ARGV[1], '@TS@', ts, 1)
+redis.call('SETEX', KEYS[1], ARGV[2], v)
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+return ts
+`)
 
 // driveWrites writes rate changes per second for warm+dur: every
 // millisecond the writes that are due go as one batch (one pipeline) to one

@@ -190,6 +190,9 @@ func TestBenchUsage(t *testing.T) {
 	if err := run(t.Context(), []string{"bench", "nope"}, env, &stdout, &stderr); err == nil {
 		t.Error("unknown benchmark: no error")
 	}
+	if err := run(t.Context(), []string{"bench", "stream", "--clock", "wall"}, env, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "--clock") {
+		t.Errorf("bench stream --clock wall: got %v, want an error naming --clock", err)
+	}
 	for _, name := range []string{"rest", "stream", "idle", "resync", "expiry", "floor"} {
 		stderr.Reset()
 		if err := run(t.Context(), []string{"bench", name, "--help"}, env, &stdout, &stderr); err != nil {
