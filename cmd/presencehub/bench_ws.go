@@ -127,7 +127,7 @@ func (ws *benchWS) writeFrame(opcode byte, p []byte) error {
 // next call. Pings are answered on the way; a close frame is answered and
 // ends the connection (errWSClosed).
 func (ws *benchWS) ReadMessage() ([]byte, error) {
-	if cap(ws.msg) > 64<<10 { // a snapshot's buffer is not kept for the changes
+	if cap(ws.msg) > 4<<10 { // a snapshot's buffer is not kept for the changes
 		ws.msg = nil
 	}
 	msg := ws.msg[:0]
