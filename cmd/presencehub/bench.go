@@ -130,6 +130,23 @@ func newBench(name, summary string, getenv func(string) string, stdout, stderr i
 	return b, fs
 }
 
+// parseRates parses --rates (rates per second), or returns defaults when
+// it was not given.
+func parseRates(rates stringList, defaults ...float64) ([]float64, error) {
+	if len(rates) == 0 {
+		return defaults, nil
+	}
+	var list []float64
+	for _, r := range rates {
+		v, err := strconv.ParseFloat(r, 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("--rates: %q is not a positive number", r)
+		}
+		list = append(list, v)
+	}
+	return list, nil
+}
+
 // setLong applies the long form's value to every flag named in long that
 // was not given on the command line.
 func setLong(fs *flagSet, on bool, long map[string]string) error {

@@ -46,16 +46,9 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 	if err := setLong(fs, *b.long, map[string]string{"duration": "30s"}); err != nil {
 		return err
 	}
-	if len(rates) == 0 {
-		rates = stringList{"10000", "50000"}
-	}
-	var rateList []float64
-	for _, r := range rates {
-		v, err := strconv.ParseFloat(r, 64)
-		if err != nil || v <= 0 {
-			return fmt.Errorf("--rates: %q is not a positive number", r)
-		}
-		rateList = append(rateList, v)
+	rateList, err := parseRates(rates, 10000, 50000)
+	if err != nil {
+		return err
 	}
 	if *n < 1 || *size < 1 || *dur <= 0 {
 		return errors.New("--connections, --size and --duration must be positive")

@@ -66,16 +66,9 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	if err := setLong(fs, *b.long, map[string]string{"subscribers": "10000", "accounts": "1000", "duration": "30s"}); err != nil {
 		return err
 	}
-	if len(rates) == 0 {
-		rates = stringList{"1000", "5000"}
-	}
-	var rateList []float64
-	for _, r := range rates {
-		v, err := strconv.ParseFloat(r, 64)
-		if err != nil || v <= 0 {
-			return fmt.Errorf("--rates: %q is not a positive number", r)
-		}
-		rateList = append(rateList, v)
+	rateList, err := parseRates(rates, 1000, 5000)
+	if err != nil {
+		return err
 	}
 	if *clock != "redis" && *clock != "client" {
 		return fmt.Errorf(`--clock %q: want "redis" or "client"`, *clock)
@@ -140,49 +133,41 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				w.until.Store(1<<63 - 1)
 			}, func(n int) error {
 				first := int(next.Add(int64(n)) - int64(n))
-				if *clock == "client" {
-					ts := time.Now()
-					param := ";ts=" + strconv.FormatInt(ts.UnixNano(), 10)
-					_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-						for i := range n {
-							k := (first + i) % len(pool)
-							a := pool[k]
-							if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
-								return err
-							}
-						}
-						return nil
-					})
-					if err != nil {
-						return err
-					}
-					if !ts.Before(from) {
-						for i := range n {
-							perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
-						}
-					}
-					return nil
-				}
+				// Each write's time: the generator's clock now, or what
+				// Redis's clock said as the script ran it (--clock redis).
+				sent := time.Now().UnixNano()
+				param := ";ts=" + strconv.FormatInt(sent, 10)
+				stamps := make([]int64, n)
 				cmds := make([]*redis.Cmd, n)
 				_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for i := range n {
 						k := (first + i) % len(pool)
 						a := pool[k]
-						expiry := time.Now().Add(10 * time.Minute).UnixMilli()
-						cmds[i] = p.EvalSha(ctx, writeSHA, []string{store.RedisUserPrefix + a.user + "@" + a.realm, store.RedisActiveUserSet},
-							store.SBCValue(benchRecord(a.user, k, ";ts=@TS@"), expiry), 600, expiry)
+						if *clock == "redis" {
+							expiry := time.Now().Add(10 * time.Minute).UnixMilli()
+							cmds[i] = p.EvalSha(ctx, writeSHA, []string{store.RedisUserPrefix + a.user + "@" + a.realm, store.RedisActiveUserSet},
+								store.SBCValue(benchRecord(a.user, k, ";ts=@TS@"), expiry), 600, expiry)
+							continue
+						}
+						stamps[i] = sent
+						if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
+							return err
+						}
 					}
 					return nil
 				})
 				if err != nil {
 					return err
 				}
-				for i, c := range cmds {
-					ts, err := strconv.ParseInt(c.Val().(string), 10, 64)
-					if err != nil {
-						return fmt.Errorf("bench write script answered %v", c.Val())
+				for i := range n {
+					if c := cmds[i]; c != nil {
+						ts, err := strconv.ParseInt(fmt.Sprint(c.Val()), 10, 64)
+						if err != nil {
+							return fmt.Errorf("bench write script answered %v", c.Val())
+						}
+						stamps[i] = ts
 					}
-					if ts >= from.UnixNano() {
+					if stamps[i] >= from.UnixNano() {
 						perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
 					}
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,6 +228,25 @@ func TestBenchFloor(t *testing.T) {
 	for _, m := range []string{"2,000 msgs/s: writing process CPU", "2,000 msgs/s: reading process CPU"} {
 		if r := rows[m]; r == nil || !strings.HasSuffix(r[2], " cores") {
 			t.Errorf("%s: got row %q, want a CPU figure\n%s", m, r, stdout.String())
+		}
+	}
+}
+
+func TestParseRates(t *testing.T) {
+	tests := []struct {
+		in      stringList
+		want    []float64
+		wantErr bool
+	}{
+		{nil, []float64{1000, 5000}, false},
+		{stringList{"200", "2.5"}, []float64{200, 2.5}, false},
+		{stringList{"0"}, nil, true},
+		{stringList{"fast"}, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := parseRates(tt.in, 1000, 5000)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("parseRates(%q) = %v, %v; want %v (error %v)", tt.in, got, err, tt.want, tt.wantErr)
 		}
 	}
 }
