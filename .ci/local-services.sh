@@ -14,7 +14,7 @@ action=${1:-}
 name=${2:-dev}
 case $name in
   dev) rport=${PRESENCEHUB_DEV_REDIS_PORT:-6391}; pport=${PRESENCEHUB_DEV_PG_PORT:-5441} ;;
-  bench) rport=6393; pport=5443 ;;
+  bench) rport=${PRESENCEHUB_BENCH_REDIS_PORT:-6393}; pport=${PRESENCEHUB_BENCH_PG_PORT:-5443} ;;
   *) echo "unknown name $name (dev or bench)" >&2; exit 2 ;;
 esac
 dir=$root/.data/$name
