@@ -52,6 +52,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests may replace it.
 	Now func() time.Time
+	// Epoch, if set, is the hub's epoch instead of a random one (a cluster
+	// replica takes it from the shared log).
+	Epoch string
+	// Tap, if set, is called for every change the hub emits from its
+	// source or its expiry clock, with the registration's new state (nil
+	// when it is gone). It runs on the owner goroutine with the realm's
+	// lock held: it may block to give back-pressure (a cluster sequencer's
+	// private hub, which has no readers, does), but must not call the hub.
+	// Changes applied with Apply are not tapped.
+	Tap func(c *Change, st *State)
 }
 
 // Metrics are cumulative counters of the hub.
@@ -70,7 +80,7 @@ type Hub struct {
 	opts  Options
 	log   *slog.Logger
 	now   func() time.Time
-	epoch string
+	epoch atomic.Pointer[string]
 
 	ops     chan func()
 	ready   atomic.Bool
@@ -107,22 +117,28 @@ func New(opts Options) *Hub {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	var e [6]byte
-	_, _ = rand.Read(e[:])
-	return &Hub{
+	epoch := opts.Epoch
+	if epoch == "" {
+		var e [6]byte
+		_, _ = rand.Read(e[:])
+		epoch = hex.EncodeToString(e[:])
+	}
+	h := &Hub{
 		opts:      opts,
 		log:       opts.Logger,
 		now:       opts.Now,
-		epoch:     hex.EncodeToString(e[:]),
 		ops:       make(chan func(), 256),
 		done:      make(chan struct{}),
 		realms:    make(map[string]*realmState),
 		compactAt: minCompact,
 	}
+	h.epoch.Store(&epoch)
+	return h
 }
 
-// Epoch identifies this hub's history; it changes on every start.
-func (h *Hub) Epoch() string { return h.epoch }
+// Epoch identifies this hub's history; it changes on every start (in a
+// cluster: when the shared log is lost, see Rebuild).
+func (h *Hub) Epoch() string { return *h.epoch.Load() }
 
 // Ready reports whether the first full sync from the source has been applied.
 func (h *Hub) Ready() bool { return h.ready.Load() }
@@ -379,9 +395,10 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 			// but keep the fields no encoding shows (SBC addresses, hooks)
 			// and the fresher deadline.
 			deadline := old.reg.Deadline
-			if !reg.Deadline.IsZero() && !reg.Deadline.Equal(deadline) {
+			if !reg.Deadline.IsZero() && (!reg.Deadline.Equal(deadline) || old.seeded) {
 				deadline = reg.Deadline
 				old.gen = h.nextGen()
+				old.seeded = false
 				h.pushDeadline(r.name, reg.User, deadline, old.gen)
 			}
 			old.reg = reg
@@ -407,7 +424,11 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 	if !reg.Deadline.IsZero() {
 		h.pushDeadline(r.name, reg.User, reg.Deadline, e.gen)
 	}
-	h.emit(r, event, reg.User, e.json, now)
+	var st *State
+	if h.opts.Tap != nil {
+		st = &State{Reg: e.reg, Derived: derived, Since: since, EventTime: now, Event: event}
+	}
+	h.emit(r, event, reg.User, e.json, now, st)
 }
 
 // remove deletes realm/user if present. expired tells whether the removal is
@@ -433,13 +454,24 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 		event = EventExpired
 		h.Metrics.Expirations.Add(1)
 	}
-	h.emit(r, event, user, appendInactive(nil, user, r.clients[lower(user)]), now)
+	h.emit(r, event, user, appendInactive(nil, user, r.clients[lower(user)]), now, nil)
 }
 
-// emit records a change of r (locked by the caller) and queues it for r's
-// subscribers.
-func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.Time) {
-	r.seq++
+// emit records a change of r (locked by the caller) with the realm's next
+// seq, hands it to the tap (with st, the user's new state) and queues it for
+// r's subscribers.
+func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.Time, st *State) {
+	c := h.record(r, r.seq+1, event, user, userJSON, now)
+	if h.opts.Tap != nil {
+		h.opts.Tap(c, st)
+	}
+	h.publish(r, c)
+}
+
+// record encodes a change of r (locked by the caller) at seq, makes it the
+// realm's latest and keeps it in the history.
+func (h *Hub) record(r *realmState, seq uint64, event, user string, userJSON []byte, now time.Time) *Change {
+	r.seq = seq
 	c := &Change{Realm: r.name, Seq: r.seq, Event: event, User: user, Time: now}
 	// "seq":N,"event":"…","user": before the user, ,"event_time":"…" and
 	// the closing brace after it: at most 100 bytes, so one allocation.
@@ -453,6 +485,11 @@ func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.
 	c.Body = append(b, '}')
 	r.history.add(c)
 	r.recordActivity(now)
+	return c
+}
+
+// publish queues c for r's subscribers; r is locked by the caller.
+func (h *Hub) publish(r *realmState, c *Change) {
 	for s := range r.subs {
 		s.push(c)
 	}
@@ -584,6 +621,7 @@ type entry struct {
 	event     string
 	gen       uint64 // matches the one current deadline heap entry
 	derived   bool   // reg.ExpiryTime was computed from Deadline
+	seeded    bool   // installed by Seed: no deadline pushed yet
 	json      []byte // the 9-field encoding
 }
 

@@ -91,7 +91,7 @@ func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 		return s, Start{Snapshot: s.snapshotLocked()}
 	}
 	var st Start
-	if p := req.Since; p != nil && p.Epoch == h.epoch {
+	if p := req.Since; p != nil && p.Epoch == h.Epoch() {
 		if missed, ok := r.history.after(p.Seq, r.seq); ok {
 			st.Resumed = true
 			for _, c := range missed {
@@ -120,7 +120,7 @@ func (s *Subscription) wants(user string) bool {
 // snapshotLocked builds the subscription's snapshot; r.mu must be held.
 func (s *Subscription) snapshotLocked() Snapshot {
 	r := s.realm
-	snap := Snapshot{Epoch: s.hub.epoch, Seq: r.seq}
+	snap := Snapshot{Epoch: s.hub.Epoch(), Seq: r.seq}
 	if s.users == nil {
 		for _, n := range r.sortedUsers() {
 			e := r.users[n]
@@ -255,6 +255,23 @@ func (s *Subscription) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.queue = nil
+	s.mu.Unlock()
+	s.signal()
+}
+
+// forceResync drops the queue and marks the subscriber for a fresh snapshot;
+// its realm's lock is held by the caller.
+func (s *Subscription) forceResync() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.queue = nil
+	if !s.resync {
+		s.resync = true
+		s.hub.Metrics.SubResyncs.Add(1)
+	}
 	s.mu.Unlock()
 	s.signal()
 }
