@@ -1,7 +1,6 @@
 # presencehub — see README.md.
 SHELL := /bin/bash
 GO ?= go
-BIN := bin/presencehub
 
 .PHONY: run test bench build generate check-generated lint deps-test screenshot stop clean
 
@@ -17,9 +16,11 @@ test: deps-test check-generated lint
 bench: build
 	@.ci/bench.sh
 
+## build: bin/presencehub (the product) and bin/presencehub-bench (the benchmarks)
 build:
 	@mkdir -p bin
-	$(GO) build -o $(BIN) ./cmd/presencehub
+	$(GO) build -o bin/presencehub ./cmd/presencehub
+	$(GO) build -o bin/presencehub-bench ./cmd/presencehub-bench
 
 ## generate: regenerate the templ components
 generate:
@@ -38,7 +39,7 @@ lint:
 deps-test:
 	@.ci/install-deps.sh
 
-## screenshot: regenerate docs/account.png (the README's dashboard picture) from demo data
+## screenshot: regenerate static/screenshot-account.png (the README's dashboard picture) from demo data
 screenshot:
 	PRESENCEHUB_SCREENSHOT=$(CURDIR)/static/screenshot-account.png $(GO) test -count=1 -run TestScreenshot ./cmd/presencehub/
 

@@ -5,7 +5,7 @@
 #   .ci/bench.sh                 every benchmark
 #   .ci/bench.sh rest stream     only these
 #
-# Each benchmark's long form and flags: bin/presencehub bench <name> --help.
+# Each benchmark's long form and flags: bin/presencehub-bench <name> --help.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -31,6 +31,7 @@ redis-cli -u "$PRESENCEHUB_REDIS_URL" flushdb >/dev/null
 
 mkdir -p bin
 go build -o bin/presencehub ./cmd/presencehub
+go build -o bin/presencehub-bench ./cmd/presencehub-bench
 bin/presencehub migrate >/dev/null
 PRESENCEHUB_ADMIN_KEY=$(bin/presencehub seed | sed -n 's/^admin_key=//p')
 export PRESENCEHUB_ADMIN_KEY
@@ -51,7 +52,7 @@ for b in "${benches[@]}"; do
   echo "bench: --- $b" >&2
   extra=()
   [ "$b" = rest ] && extra=("${rest_args[@]}")
-  if bin/presencehub bench "$b" --tsv "${extra[@]}" >"$work/$b.tsv"; then
+  if bin/presencehub-bench "$b" --tsv "${extra[@]}" >"$work/$b.tsv"; then
     echo "bench: $b took $((SECONDS - start))s" >&2
   else
     failed+=("$b")
@@ -67,6 +68,6 @@ echo
 column -t -s $'\t' "$work/table.tsv" 2>/dev/null || cat "$work/table.tsv"
 missed=$(awk -F'\t' '$5 == "NO"' "$work/table.tsv" | wc -l)
 echo
-echo "$(nproc) CPUs; values are medians of the runs with (min–max); long forms: bin/presencehub bench <name> --long"
+echo "$(nproc) CPUs; values are medians of the runs with (min–max); long forms: bin/presencehub-bench <name> --long"
 [ "$missed" -eq 0 ] || echo "$missed row(s) missed their target"
 [ ${#failed[@]} -eq 0 ] || { echo "failed to run: ${failed[*]}" >&2; exit 1; }

@@ -7,16 +7,17 @@ import (
 	"io"
 	"time"
 
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store"
 )
 
 func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("migrate", "Apply the embedded database migrations (idempotent).", getenv, stderr)
-	c := addCommon(fs, false, true)
-	if err := fs.parse(args); err != nil {
+	fs := cli.NewFlagSet("presencehub migrate", "Apply the embedded database migrations (idempotent).", getenv, stderr)
+	c := cli.AddCommon(fs, false, true)
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
-	db, err := openDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -34,20 +35,6 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	return nil
 }
 
-func openDB(ctx context.Context, c common) (*store.DB, error) {
-	key := *c.encryptionKey
-	if key == "" {
-		// Commands that never touch passwords still need a key to open the
-		// store; a placeholder is safe because nothing is encrypted with it.
-		key = "unused-by-this-command"
-	}
-	db, err := store.Open(ctx, *c.databaseURL, key)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	return db, nil
-}
-
 func cmdAPIKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "create" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
@@ -55,15 +42,15 @@ func cmdAPIKey(ctx context.Context, args []string, getenv func(string) string, s
 			return nil
 		}
 		fmt.Fprintln(stderr, "Usage: presencehub apikey create --admin | --service-provider SID | --account SID [--expires-in D]")
-		return errUsage
+		return cli.ErrUsage
 	}
-	fs := newFlagSet("apikey create", "Create an API key and print its token (shown only once). The first admin key is made this way.", getenv, stderr)
-	c := addCommon(fs, false, true)
+	fs := cli.NewFlagSet("presencehub apikey create", "Create an API key and print its token (shown only once). The first admin key is made this way.", getenv, stderr)
+	c := cli.AddCommon(fs, false, true)
 	admin := fs.Bool("admin", false, "an admin key (sees everything)")
 	sp := fs.String("service-provider", "", "a key of this service provider sid")
 	account := fs.String("account", "", "a key of this account sid")
 	expires := fs.Duration("expires-in", 0, "the key expires after this long (0: never)")
-	if err := fs.parse(args[1:]); err != nil {
+	if err := fs.ParseArgs(args[1:]); err != nil {
 		return err
 	}
 	n := 0
@@ -84,7 +71,7 @@ func cmdAPIKey(ctx context.Context, args []string, getenv func(string) string, s
 		t := time.Now().Add(*expires).UTC()
 		k.ExpiresAt = &t
 	}
-	db, err := openDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c)
 	if err != nil {
 		return err
 	}

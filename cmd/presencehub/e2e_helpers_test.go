@@ -7,30 +7,19 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/store/storetest"
-	"github.com/redis/go-redis/v9"
 )
 
-func TestMain(m *testing.M) {
-	// "bench floor" starts its own binary again as its reading process;
-	// under test that binary is this one.
-	if len(os.Args) > 2 && os.Args[1] == "bench" && os.Args[2] == "floor-reader" {
-		if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	storetest.Main(m)
-}
+func TestMain(m *testing.M) { storetest.Main(m) }
 
 // instance is presencehub started through run(), as the binary runs, on real
 // Redis and PostgreSQL.

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/presencehub/presencehub/api/client"
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/store/storetest"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestRESTFollowsRedis: records written as the SBC writes them show in every

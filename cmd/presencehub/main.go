@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -20,7 +22,7 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, errUsage) {
+		if !errors.Is(err, cli.ErrUsage) {
 			fmt.Fprintln(os.Stderr, "presencehub:", err)
 		}
 		os.Exit(1)
@@ -38,7 +40,6 @@ Commands:
   apikey     manage API keys (apikey create --admin | --service-provider SID | --account SID)
   seed       create demo data (service provider, account, SIP clients) and an admin key
   simulate   write registrations into Redis the way a jambonz SBC does
-  bench      run the benchmarks (bench rest | bench stream | bench idle | bench resync | bench expiry)
   version    print the version
 
 Run "presencehub <command> --help" for a command's flags. Every flag can also
@@ -49,10 +50,10 @@ be set by the environment variable named in its help.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return cli.ErrUsage
 	}
 	err := dispatch(ctx, args, getenv, stdout, stderr)
-	if errors.Is(err, errHelp) {
+	if errors.Is(err, cli.ErrHelp) {
 		return nil
 	}
 	return err
@@ -72,7 +73,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	case "simulate":
 		return cmdSimulate(ctx, rest, getenv, stdout, stderr)
 	case "bench":
-		return cmdBench(ctx, rest, getenv, stdout, stderr)
+		fmt.Fprintln(stderr, "presencehub: the benchmarks are a command of their own: presencehub-bench <name> (make build puts it in bin/)")
+		return cli.ErrUsage
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "presencehub", version)
 		return nil
@@ -81,5 +83,5 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return nil
 	}
 	fmt.Fprintf(stderr, "presencehub: unknown command %q\n\n%s", cmd, usage)
-	return errUsage
+	return cli.ErrUsage
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -19,16 +20,16 @@ const (
 var demoClients = []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
 
 func cmdSeed(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("seed", "Create the demo service provider, account (realm "+demoRealm+") and SIP clients if missing, and a new admin key.\nPrints shell-style lines: account_sid=…, realm=…, admin_key=….", getenv, stderr)
-	c := addCommon(fs, false, true)
+	fs := cli.NewFlagSet("presencehub seed", "Create the demo service provider, account (realm "+demoRealm+") and SIP clients if missing, and a new admin key.\nPrints shell-style lines: account_sid=…, realm=…, admin_key=….", getenv, stderr)
+	c := cli.AddCommon(fs, false, true)
 	realm := fs.String("realm", demoRealm, "SIP realm of the demo account")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
-	if *c.encryptionKey == "" {
+	if *c.EncryptionKey == "" {
 		return errors.New("seed stores SIP client passwords: set --encryption-key or PRESENCEHUB_ENCRYPTION_KEY")
 	}
-	db, err := openDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c)
 	if err != nil {
 		return err
 	}

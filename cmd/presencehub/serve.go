@@ -13,27 +13,28 @@ import (
 	"time"
 
 	"github.com/presencehub/presencehub/api"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/web"
 )
 
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "Serve the REST API, the websocket stream (/v1/stream) and the dashboard (/).", getenv, stderr)
-	c := addCommon(fs, true, true)
-	listen := fs.str("listen", "PRESENCEHUB_LISTEN", "127.0.0.1:8080", "address to listen on")
-	migrate := fs.boolean("migrate", "PRESENCEHUB_MIGRATE", false, "apply database migrations before serving")
-	configure := fs.boolean("redis-configure-notifications", "PRESENCEHUB_REDIS_CONFIGURE_NOTIFICATIONS", false, "set notify-keyspace-events on the Redis server if it lacks what presencehub needs")
-	reconcile := fs.duration("reconcile-interval", "PRESENCEHUB_RECONCILE_INTERVAL", 5*time.Minute, "how often to re-read every registration from Redis as a safety net (0 disables)")
-	history := fs.integer("history", "PRESENCEHUB_HISTORY", 1024, "changes kept per account for websocket resume")
-	queueLen := fs.integer("queue-len", "PRESENCEHUB_QUEUE_LEN", 1024, "bound of each websocket subscription's queue before conflation")
-	sessionTTL := fs.duration("session-ttl", "PRESENCEHUB_SESSION_TTL", 12*time.Hour, "lifetime of a dashboard session")
-	tlsCert := fs.str("tls-cert", "PRESENCEHUB_TLS_CERT", "", "serve HTTPS with this certificate file (with --tls-key)")
-	tlsKey := fs.str("tls-key", "PRESENCEHUB_TLS_KEY", "", "private key file for --tls-cert")
-	logLevel := fs.str("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
-	logFormat := fs.str("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
-	pprofAddr := fs.str("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
-	if err := fs.parse(args); err != nil {
+	fs := cli.NewFlagSet("presencehub serve", "Serve the REST API, the websocket stream (/v1/stream) and the dashboard (/).", getenv, stderr)
+	c := cli.AddCommon(fs, true, true)
+	listen := fs.EnvString("listen", "PRESENCEHUB_LISTEN", "127.0.0.1:8080", "address to listen on")
+	migrate := fs.EnvBool("migrate", "PRESENCEHUB_MIGRATE", false, "apply database migrations before serving")
+	configure := fs.EnvBool("redis-configure-notifications", "PRESENCEHUB_REDIS_CONFIGURE_NOTIFICATIONS", false, "set notify-keyspace-events on the Redis server if it lacks what presencehub needs")
+	reconcile := fs.EnvDuration("reconcile-interval", "PRESENCEHUB_RECONCILE_INTERVAL", 5*time.Minute, "how often to re-read every registration from Redis as a safety net (0 disables)")
+	history := fs.EnvInt("history", "PRESENCEHUB_HISTORY", 1024, "changes kept per account for websocket resume")
+	queueLen := fs.EnvInt("queue-len", "PRESENCEHUB_QUEUE_LEN", 1024, "bound of each websocket subscription's queue before conflation")
+	sessionTTL := fs.EnvDuration("session-ttl", "PRESENCEHUB_SESSION_TTL", 12*time.Hour, "lifetime of a dashboard session")
+	tlsCert := fs.EnvString("tls-cert", "PRESENCEHUB_TLS_CERT", "", "serve HTTPS with this certificate file (with --tls-key)")
+	tlsKey := fs.EnvString("tls-key", "PRESENCEHUB_TLS_KEY", "", "private key file for --tls-cert")
+	logLevel := fs.EnvString("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
+	logFormat := fs.EnvString("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
+	pprofAddr := fs.EnvString("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
@@ -47,7 +48,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		*reconcile = -1
 	}
 
-	db, err := store.Open(ctx, *c.databaseURL, *c.encryptionKey)
+	db, err := store.Open(ctx, *c.DatabaseURL, *c.EncryptionKey)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
@@ -60,7 +61,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Info("migrations applied", "new", len(applied))
 	}
 	src, err := store.NewRedisSource(store.RedisOptions{
-		URL: *c.redisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
+		URL: *c.RedisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
@@ -111,7 +112,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	url := scheme + "://" + displayAddr(ln.Addr().String())
 	fmt.Fprintf(stdout, "presencehub %s serving on %s\n", version, url)
-	log.Info("serving", "url", url, "redis", redactURL(*c.redisURL), "postgres", redactURL(*c.databaseURL))
+	log.Info("serving", "url", url, "redis", redactURL(*c.RedisURL), "postgres", redactURL(*c.DatabaseURL))
 
 	serveErr := make(chan error, 1)
 	go func() {

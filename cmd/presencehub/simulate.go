@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store/sbcsim"
 )
 
@@ -42,25 +40,10 @@ Registrations still live when it stops stay in Redis until they expire.
 For a lively dashboard use short expiries, e.g.
   presencehub simulate --min-expires 30s --max-expires 300s`
 
-// stringList is a repeatable flag; each value may also hold a
-// comma-separated list.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
-}
-
 func cmdSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("simulate", simulateHelp, getenv, stderr)
-	c := addCommon(fs, true, false)
-	var realms stringList
+	fs := cli.NewFlagSet("presencehub simulate", simulateHelp, getenv, stderr)
+	c := cli.AddCommon(fs, true, false)
+	var realms cli.StringList
 	fs.Var(&realms, "realm", "SIP realm to register in; repeat (or separate with commas) for several (default "+demoRealm+")")
 	users := fs.Int("users", 50, "devices per realm")
 	rate := fs.Float64("rate", 5, "changes written per second overall (registers, refreshes, moves, un-registers)")
@@ -71,11 +54,11 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	burst := fs.Int("burst", 0, "devices that (re-)register at once at the start, like an office opening (0: none)")
 	burstEvery := fs.Duration("burst-every", 0, "repeat the burst this often (0: only at the start)")
 	report := fs.Duration("report", 10*time.Second, "interval of the one-line summary on stderr (0: none)")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if len(realms) == 0 {
-		realms = stringList{demoRealm}
+		realms = cli.StringList{demoRealm}
 	}
 	for i, r := range realms {
 		realms[i] = strings.ToLower(r)
@@ -100,7 +83,7 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("simulate: %w", err)
 	}
-	rdb, err := redisClient(ctx, *c.redisURL, "presencehub-simulate")
+	rdb, err := cli.RedisClient(ctx, *c.RedisURL, "presencehub-simulate")
 	if err != nil {
 		return err
 	}
@@ -111,7 +94,7 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		defer cancel()
 	}
 	fmt.Fprintf(stderr, "simulate: %d devices in %s, %.4g changes/s, expires %v–%v, seed %d, redis %s\n",
-		len(realms)**users, strings.Join(realms, ", "), *rate, *minExp, *maxExp, *seed, redactURL(*c.redisURL))
+		len(realms)**users, strings.Join(realms, ", "), *rate, *minExp, *maxExp, *seed, redactURL(*c.RedisURL))
 	start := time.Now()
 	st, err := sbcsim.Run(ctx, rdb, cfg, sbcsim.RunOptions{Report: *report, Log: stderr})
 	fmt.Fprintln(stdout, sbcsim.Final(st, time.Since(start)))
@@ -119,26 +102,4 @@ func cmdSimulate(ctx context.Context, args []string, getenv func(string) string,
 		return fmt.Errorf("simulate: %w", err)
 	}
 	return nil
-}
-
-// redisClient connects to the Redis at rawURL and pings it. The errors never
-// quote the URL (it may hold a password).
-func redisClient(ctx context.Context, rawURL, name string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(rawURL)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("--redis-url: %v", err)
-	}
-	if opts.ClientName == "" {
-		opts.ClientName = name
-	}
-	rdb := redis.NewClient(opts)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
-	}
-	return rdb, nil
 }

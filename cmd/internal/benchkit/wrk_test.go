@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"testing"
@@ -21,15 +21,15 @@ func TestParseWrk(t *testing.T) {
 Requests/sec:  23999.50
 Transfer/sec:      7.50MB
 `
-	got, err := parseWrk(out)
+	got, err := ParseWrk(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := wrkResult{rps: 23999.5, p50: 812 * time.Microsecond, p99: 11500 * time.Microsecond, non2xx: 3}
+	want := WrkResult{RPS: 23999.5, P50: 812 * time.Microsecond, P99: 11500 * time.Microsecond, Non2xx: 3}
 	if got != want {
 		t.Errorf("parseWrk = %+v, want %+v", got, want)
 	}
-	if _, err := parseWrk("garbage"); err == nil {
+	if _, err := ParseWrk("garbage"); err == nil {
 		t.Errorf("parseWrk of garbage gave no error")
 	}
 }

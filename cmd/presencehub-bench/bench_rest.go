@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 )
 
 const benchRESTHelp = `REST reads of the registrations of one account holding --users registered
@@ -38,7 +40,7 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	dur := fs.Duration("duration", 4*time.Second, "measured time per endpoint and run")
 	warm := fs.Duration("warmup", time.Second, "load before each measurement, not counted")
 	gen := fs.String("generator", "go", "load generator: go (the project's own, net/http client) or wrk (Debian's wrk, much lighter on CPU)")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"duration": "30s", "warmup": "3s"}); err != nil {
@@ -89,24 +91,24 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		name   string
 		target float64
 		req    func(r *rand.Rand) *http.Request
-		wrk    func(r *rand.Rand) wrkRequest
+		wrk    func(r *rand.Rand) benchkit.WrkRequest
 	}{
 		{fmt.Sprintf("POST %d names", *names), 6000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodPost, base, bytes.NewReader(bodies[r.IntN(len(bodies))]))
 			req.Header.Set("Content-Type", "application/json")
 			return req
-		}, func(r *rand.Rand) wrkRequest {
-			return wrkRequest{"POST", path, string(bodies[r.IntN(len(bodies))])}
+		}, func(r *rand.Rand) benchkit.WrkRequest {
+			return benchkit.WrkRequest{Method: "POST", Path: path, Body: string(bodies[r.IntN(len(bodies))])}
 		}},
 		{"GET list", 2000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, base, nil)
 			return req
-		}, func(r *rand.Rand) wrkRequest { return wrkRequest{"GET", path, ""} }},
+		}, func(r *rand.Rand) benchkit.WrkRequest { return benchkit.WrkRequest{Method: "GET", Path: path} }},
 		{"GET single", 20000, func(r *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, base+"/"+aors[r.IntN(len(aors))].user, nil)
 			return req
-		}, func(r *rand.Rand) wrkRequest {
-			return wrkRequest{"GET", path + "/" + aors[r.IntN(len(aors))].user, ""}
+		}, func(r *rand.Rand) benchkit.WrkRequest {
+			return benchkit.WrkRequest{Method: "GET", Path: path + "/" + aors[r.IntN(len(aors))].user}
 		}},
 	}
 	wrkDir, err := os.MkdirTemp("", "presencehub-wrk")
@@ -124,31 +126,31 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	}}
 	defer hc.CloseIdleConnections()
 	for _, ep := range endpoints {
-		var rps, p50, p99, cores spread
+		var rps, p50, p99, cores benchkit.Spread
 		errs := 0
 		var firstErr string
 		for run := 1; run <= *b.runs; run++ {
 			m := b.meter(ctx, srv)
 			var res loadResult
 			if *gen == "wrk" {
-				reqs := wrkRequests(256, ep.wrk)
+				reqs := benchkit.WrkRequests(256, ep.wrk)
 				if *warm > 0 {
-					if _, err := runWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *warm); err != nil {
+					if _, err := benchkit.RunWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *warm); err != nil {
 						return err
 					}
 				}
 				m.start()
-				w, err := runWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *dur)
+				w, err := benchkit.RunWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *dur)
 				if err != nil {
 					return err
 				}
 				b.stopMeter(m)
-				rps = append(rps, w.rps)
-				p50 = append(p50, millis(w.p50))
-				p99 = append(p99, millis(w.p99))
-				res.errs = w.non2xx
-				if w.non2xx > 0 {
-					res.firstErr = w.firstErr
+				rps = append(rps, w.RPS)
+				p50 = append(p50, benchkit.Millis(w.P50))
+				p99 = append(p99, benchkit.Millis(w.P99))
+				res.errs = w.Non2xx
+				if w.Non2xx > 0 {
+					res.firstErr = w.FirstErr
 				}
 			} else {
 				m.start()
@@ -163,8 +165,8 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 				b.stopMeter(m)
 				slices.Sort(res.lat)
 				rps = append(rps, float64(len(res.lat))/dur.Seconds())
-				p50 = append(p50, millis(percentile(res.lat, 50)))
-				p99 = append(p99, millis(percentile(res.lat, 99)))
+				p50 = append(p50, benchkit.Millis(benchkit.Percentile(res.lat, 50)))
+				p99 = append(p99, benchkit.Millis(benchkit.Percentile(res.lat, 99)))
 			}
 			if srv.pid != 0 {
 				// The CPU is read over warm-up and measurement alike.
@@ -177,14 +179,14 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 			b.logf("%s run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; %s", ep.name, run,
 				rps[len(rps)-1], p50[len(p50)-1], p99[len(p99)-1], res.errs, m)
 		}
-		b.add(ep.name+": requests/s", rps.format(fmtRate), "≥ "+fmtRate(ep.target), boolPtr(rps.median() >= ep.target))
-		b.add(ep.name+": p50 latency", p50.format(fmtMs), "", nil)
-		b.add(ep.name+": p99 latency", p99.format(fmtMs), "", nil)
+		b.add(ep.name+": requests/s", rps.Format(benchkit.FmtRate), "≥ "+benchkit.FmtRate(ep.target), benchkit.BoolPtr(rps.Median() >= ep.target))
+		b.add(ep.name+": p50 latency", p50.Format(benchkit.FmtMs), "", nil)
+		b.add(ep.name+": p99 latency", p99.Format(benchkit.FmtMs), "", nil)
 		if len(cores) > 0 {
-			b.add(ep.name+": server CPU", cores.format(fmtCores), "", nil)
+			b.add(ep.name+": server CPU", cores.Format(benchkit.FmtCores), "", nil)
 		}
 		if errs > 0 {
-			b.add(ep.name+": failed requests", fmtCount(float64(errs))+" ("+firstErr+")", "0", boolPtr(false))
+			b.add(ep.name+": failed requests", benchkit.FmtCount(float64(errs))+" ("+firstErr+")", "0", benchkit.BoolPtr(false))
 		}
 	}
 	b.add(fmt.Sprintf("setup: %d users, %d connections, %v per run, generator %s", *users, *conc, *dur, *gen), fmt.Sprintf("%d runs", *b.runs), "", nil)

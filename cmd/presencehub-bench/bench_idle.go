@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"time"
+
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 )
 
 const benchIdleHelp = `Server memory per idle websocket connection. For every run a fresh server
@@ -27,7 +29,7 @@ func benchIdle(ctx context.Context, args []string, getenv func(string) string, s
 	naccts := fs.Int("accounts", 100, "accounts the connections subscribe to")
 	users := fs.Int("users", 10, "registered users per account")
 	settle := fs.Duration("settle", 5*time.Second, "wait before reading the RSS, after start and after connecting")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"settle": "30s"}); err != nil {
@@ -40,7 +42,7 @@ func benchIdle(ctx context.Context, args []string, getenv func(string) string, s
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	if err := needFiles(*n); err != nil {
+	if err := benchkit.NeedFiles(*n); err != nil {
 		return err
 	}
 	srv, err := b.server(ctx)
@@ -64,7 +66,7 @@ func benchIdle(ctx context.Context, args []string, getenv func(string) string, s
 	if err := b.registerAll(ctx, aors, time.Hour); err != nil {
 		return err
 	}
-	var perConn, before, after spread
+	var perConn, before, after benchkit.Spread
 	for run := 1; run <= *b.runs; run++ {
 		if srv.cmd != nil {
 			// A fresh server: setting up the accounts or the previous run
@@ -95,9 +97,9 @@ func benchIdle(ctx context.Context, args []string, getenv func(string) string, s
 		b.logf("run %d: RSS %.1f MiB → %.1f MiB with %d connections (connected in %v): %.1f KiB each",
 			run, float64(base)/(1<<20), float64(rss)/(1<<20), *n, took.Round(time.Millisecond), per/1024)
 	}
-	b.add(fmt.Sprintf("RSS per connection (%s connections)", fmtCount(float64(*n))), perConn.format(fmtKiB), "≤ 16.0 KiB", boolPtr(perConn.median() <= 16<<10))
-	b.add("server RSS idle, before connecting", before.format(fmtMiB), "", nil)
-	b.add("server RSS with the connections", after.format(fmtMiB), "", nil)
+	b.add(fmt.Sprintf("RSS per connection (%s connections)", benchkit.FmtCount(float64(*n))), perConn.Format(benchkit.FmtKiB), "≤ 16.0 KiB", benchkit.BoolPtr(perConn.Median() <= 16<<10))
+	b.add("server RSS idle, before connecting", before.Format(benchkit.FmtMiB), "", nil)
+	b.add("server RSS with the connections", after.Format(benchkit.FmtMiB), "", nil)
 	return nil
 }
 

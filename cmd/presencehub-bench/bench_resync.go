@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 )
 
 const benchResyncHelp = `Cold start and resync. --registrations registrations (over --realms realms)
@@ -26,7 +28,7 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	b, fs := newBench("resync", benchResyncHelp, getenv, stdout, stderr)
 	nregs := fs.Int("registrations", 100000, "registrations in Redis")
 	nrealms := fs.Int("realms", 100, "realms they spread over")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"registrations": "500000", "runs": "5"}); err != nil {
@@ -52,7 +54,7 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	}
 	b.logf("wrote %d registrations into redis in %v", *nregs, time.Since(t0).Round(time.Millisecond))
 
-	var cold, resync, rss spread
+	var cold, resync, rss benchkit.Spread
 	for run := 1; run <= *b.runs; run++ {
 		start := time.Now()
 		srv, err := b.spawn(ctx)
@@ -64,7 +66,7 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 		c := time.Since(start)
-		cold = append(cold, millis(c))
+		cold = append(cold, benchkit.Millis(c))
 		rss = append(rss, float64(srv.rss()))
 
 		r, err := b.timeResync(ctx, srv)
@@ -72,13 +74,13 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 		if err != nil {
 			return err
 		}
-		resync = append(resync, millis(r))
+		resync = append(resync, benchkit.Millis(r))
 		b.logf("run %d: ready %v after start; resync %v after the subscription was killed", run, c.Round(time.Millisecond), r.Round(time.Millisecond))
 	}
-	n := fmtCount(float64(*nregs))
-	b.add("cold start to /readyz 200 ("+n+" registrations)", cold.format(fmtMs), "", nil)
-	b.add("server RSS when ready", rss.format(fmtMiB), "", nil)
-	b.add("resync after a redis reconnect ("+n+")", resync.format(fmtMs), "", nil)
+	n := benchkit.FmtCount(float64(*nregs))
+	b.add("cold start to /readyz 200 ("+n+" registrations)", cold.Format(benchkit.FmtMs), "", nil)
+	b.add("server RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	b.add("resync after a redis reconnect ("+n+")", resync.Format(benchkit.FmtMs), "", nil)
 	return nil
 }
 

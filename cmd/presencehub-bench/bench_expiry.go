@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/api/client"
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -34,7 +35,7 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 	n := fs.Int("registrations", 300, "registrations that lapse per run")
 	minTTL := fs.Duration("min-ttl", 2*time.Second, "shortest TTL (whole seconds)")
 	maxTTL := fs.Duration("max-ttl", 6*time.Second, "longest TTL (whole seconds)")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"registrations": "3000", "max-ttl": "20s"}); err != nil {
@@ -54,7 +55,7 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 	defer cancel()
 
 	// Redis's own notifications.
-	opts, _ := redis.ParseURL(*b.c.redisURL)
+	opts, _ := redis.ParseURL(*b.c.RedisURL)
 	pattern := fmt.Sprintf("__keyspace@%d__:%s*@%s", opts.DB, store.RedisUserPrefix, acct.realm)
 	ps := b.rdb.PSubscribe(ctx, pattern)
 	defer ps.Close()
@@ -107,7 +108,7 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 	var written []benchAOR
 	b.onCleanup(func(ctx context.Context) { _ = b.unregisterAll(ctx, written) })
 
-	var hub50, hub99, hubMax, red50, red99, redMax spread
+	var hub50, hub99, hubMax, red50, red99, redMax benchkit.Spread
 	missing, unregistered := 0, 0
 	for run := 1; run <= *b.runs; run++ {
 		expiry := make(map[string]int64, *n)
@@ -139,21 +140,21 @@ func benchExpiry(ctx context.Context, args []string, getenv func(string) string,
 		slices.Sort(hubD)
 		slices.Sort(redD)
 		if len(hubD) > 0 {
-			hub50, hub99, hubMax = append(hub50, percentile(hubD, 50)), append(hub99, percentile(hubD, 99)), append(hubMax, hubD[len(hubD)-1])
+			hub50, hub99, hubMax = append(hub50, benchkit.Percentile(hubD, 50)), append(hub99, benchkit.Percentile(hubD, 99)), append(hubMax, hubD[len(hubD)-1])
 		}
 		if len(redD) > 0 {
-			red50, red99, redMax = append(red50, percentile(redD, 50)), append(red99, percentile(redD, 99)), append(redMax, redD[len(redD)-1])
+			red50, red99, redMax = append(red50, benchkit.Percentile(redD, 50)), append(red99, benchkit.Percentile(redD, 99)), append(redMax, redD[len(redD)-1])
 		}
 		b.logf("run %d: %d expired events (%d missing); hub p50 %.1f ms p99 %.1f ms; redis p50 %.1f ms p99 %.1f ms",
-			run, len(hubD), miss, percentile(hubD, 50), percentile(hubD, 99), percentile(redD, 50), percentile(redD, 99))
+			run, len(hubD), miss, benchkit.Percentile(hubD, 50), benchkit.Percentile(hubD, 99), benchkit.Percentile(redD, 50), benchkit.Percentile(redD, 99))
 	}
-	b.add("hub \"expired\" after expiryTime: p50", hub50.format(fmtMs), "", nil)
-	b.add("hub \"expired\" after expiryTime: p99", hub99.format(fmtMs), "", nil)
-	b.add("hub \"expired\" after expiryTime: max", hubMax.format(fmtMs), "", nil)
-	b.add("redis expired notification after expiryTime: p50", red50.format(fmtMs), "", nil)
-	b.add("redis expired notification after expiryTime: p99", red99.format(fmtMs), "", nil)
-	b.add("redis expired notification after expiryTime: max", redMax.format(fmtMs), "", nil)
-	b.add("lapses without an \"expired\" event", fmt.Sprintf("%d (%d reported as unregistered)", missing, unregistered), "0", boolPtr(missing == 0))
+	b.add("hub \"expired\" after expiryTime: p50", hub50.Format(benchkit.FmtMs), "", nil)
+	b.add("hub \"expired\" after expiryTime: p99", hub99.Format(benchkit.FmtMs), "", nil)
+	b.add("hub \"expired\" after expiryTime: max", hubMax.Format(benchkit.FmtMs), "", nil)
+	b.add("redis expired notification after expiryTime: p50", red50.Format(benchkit.FmtMs), "", nil)
+	b.add("redis expired notification after expiryTime: p99", red99.Format(benchkit.FmtMs), "", nil)
+	b.add("redis expired notification after expiryTime: max", redMax.Format(benchkit.FmtMs), "", nil)
+	b.add("lapses without an \"expired\" event", fmt.Sprintf("%d (%d reported as unregistered)", missing, unregistered), "0", benchkit.BoolPtr(missing == 0))
 	b.add(fmt.Sprintf("setup: %d registrations per run, TTL %v–%v", *n, *minTTL, *maxTTL), fmt.Sprintf("%d runs", *b.runs), "", nil)
 	return nil
 }

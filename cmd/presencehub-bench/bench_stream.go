@@ -18,6 +18,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -54,13 +56,13 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	subs := fs.Int("subscribers", 1000, "websocket subscribers")
 	naccts := fs.Int("accounts", 100, "accounts the subscribers spread over")
 	users := fs.Int("users", 50, "registered users per account (the changes go round robin over all of them)")
-	var rates stringList
+	var rates cli.StringList
 	fs.Var(&rates, "rates", "changes per second to measure, comma-separated (default 1000,5000)")
 	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
 	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
 	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"subscribers": "10000", "accounts": "1000", "duration": "30s"}); err != nil {
@@ -80,7 +82,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	if err := b.start(ctx); err != nil {
 		return err
 	}
-	if err := needFiles(*subs); err != nil {
+	if err := benchkit.NeedFiles(*subs); err != nil {
 		return err
 	}
 	srv, err := b.server(ctx)
@@ -120,7 +122,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	}
 	var next atomic.Int64 // position in the pool, across runs
 	for _, rate := range rateList {
-		var p50, p99, pmax, dps, lost, cores, rss spread
+		var p50, p99, pmax, dps, lost, cores, rss benchkit.Spread
 		var gaps, resyncs int
 		for run := 1; run <= *b.runs; run++ {
 			perAcct := make([]atomic.Int64, len(accts))
@@ -188,40 +190,40 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 			gaps += g
 			resyncs += rs
 			slices.Sort(lat)
-			p50 = append(p50, millis(percentile(lat, 50)))
-			p99 = append(p99, millis(percentile(lat, 99)))
-			pmax = append(pmax, millis(percentile(lat, 100)))
+			p50 = append(p50, benchkit.Millis(benchkit.Percentile(lat, 50)))
+			p99 = append(p99, benchkit.Millis(benchkit.Percentile(lat, 99)))
+			pmax = append(pmax, benchkit.Millis(benchkit.Percentile(lat, 100)))
 			dps = append(dps, float64(live)/span.Seconds())
 			lost = append(lost, float64(expected-received))
 			if srv.pid != 0 {
 				cores = append(cores, m.Server)
 				rss = append(rss, float64(srv.rss()))
 			}
-			self, _ := procRSS(os.Getpid())
+			self, _ := benchkit.ProcRSS(os.Getpid())
 			b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB",
 				rate, run, sumCounts(perAcct), expected, received, p50[len(p50)-1], p99[len(p99)-1], pmax[len(pmax)-1], m, float64(self)/(1<<20))
 		}
-		name := fmtCount(rate) + "/s"
+		name := benchkit.FmtCount(rate) + "/s"
 		p99Target, cpuTarget := 40.0, 0.0
 		if rate <= 1000 {
 			p99Target, cpuTarget = 4.0, 0.5
 		}
-		b.add(name+": p50 latency", p50.format(fmtMs), "", nil)
-		b.add(name+": p99 latency", p99.format(fmtMs), "≤ "+fmtMs(p99Target), boolPtr(p99.median() <= p99Target))
-		b.add(name+": max latency", pmax.format(fmtMs), "", nil)
-		b.add(name+": deliveries while writing", dps.format(fmtRate), "≈ "+fmtRate(rate*float64(len(conns))/float64(len(accts))), nil)
-		b.add(name+": lost deliveries", lost.format(fmtCount), "0", boolPtr(slices.Max(lost) == 0))
+		b.add(name+": p50 latency", p50.Format(benchkit.FmtMs), "", nil)
+		b.add(name+": p99 latency", p99.Format(benchkit.FmtMs), "≤ "+benchkit.FmtMs(p99Target), benchkit.BoolPtr(p99.Median() <= p99Target))
+		b.add(name+": max latency", pmax.Format(benchkit.FmtMs), "", nil)
+		b.add(name+": deliveries while writing", dps.Format(benchkit.FmtRate), "≈ "+benchkit.FmtRate(rate*float64(len(conns))/float64(len(accts))), nil)
+		b.add(name+": lost deliveries", lost.Format(benchkit.FmtCount), "0", benchkit.BoolPtr(slices.Max(lost) == 0))
 		if gaps > 0 || resyncs > 0 {
-			b.add(name+": seq gaps / resync snapshots", fmt.Sprintf("%d / %d (all runs)", gaps, resyncs), "0", boolPtr(false))
+			b.add(name+": seq gaps / resync snapshots", fmt.Sprintf("%d / %d (all runs)", gaps, resyncs), "0", benchkit.BoolPtr(false))
 		}
 		if len(cores) > 0 {
 			var target string
 			var met *bool
 			if cpuTarget > 0 {
-				target, met = "≤ "+fmtCores(cpuTarget), boolPtr(cores.median() <= cpuTarget)
+				target, met = "≤ "+benchkit.FmtCores(cpuTarget), benchkit.BoolPtr(cores.Median() <= cpuTarget)
 			}
-			b.add(name+": server CPU", cores.format(fmtCores), target, met)
-			b.add(name+": server RSS", rss.format(fmtMiB), "", nil)
+			b.add(name+": server CPU", cores.Format(benchkit.FmtCores), target, met)
+			b.add(name+": server RSS", rss.Format(benchkit.FmtMiB), "", nil)
 		}
 	}
 	b.add(fmt.Sprintf("setup: %d subscribers over %d accounts of %d users, %v per run", *subs, *naccts, *users, *dur), fmt.Sprintf("%d runs per rate", *b.runs), "", nil)
@@ -356,7 +358,7 @@ func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) int64 {
 // wsSub is one websocket subscriber of the benchmarks.
 type wsSub struct {
 	acct int
-	c    *benchWS
+	c    *benchkit.WS
 	w    *streamWindow
 	snap chan struct{} // closed at the first snapshot
 	done chan struct{} // closed when the reader ends
@@ -384,13 +386,13 @@ func dialSubscribers(ctx context.Context, srv *benchServer, key string, accts []
 	wsURL := "ws" + strings.TrimPrefix(srv.url, "http") + "/v1/stream"
 	hdr := http.Header{"Authorization": {"Bearer " + key}}
 	conns := make([]*wsSub, n)
-	err := parallelN(ctx, 64, n, func(ctx context.Context, i int) error {
+	err := benchkit.ParallelN(ctx, 64, n, func(ctx context.Context, i int) error {
 		s := &wsSub{acct: i % len(accts), w: w, snap: make(chan struct{}), done: make(chan struct{})}
 		// Connections are spread over several loopback source addresses
 		// so that tens of thousands of them never run short of ephemeral
 		// ports.
 		local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
-		c, err := dialBenchWS(wsURL, local, hdr, 30*time.Second)
+		c, err := benchkit.DialWS(wsURL, local, hdr, 30*time.Second)
 		if err != nil {
 			return fmt.Errorf("subscriber %d: dial: %w", i, err)
 		}

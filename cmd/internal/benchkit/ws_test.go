@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"context"
@@ -86,7 +86,7 @@ func TestBenchWS(t *testing.T) {
 				time.Sleep(100 * time.Millisecond) // let the client read
 			}))
 			defer srv.Close()
-			ws, err := dialBenchWS("ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/stream", nil, http.Header{"Authorization": {"Bearer k"}}, 5*time.Second)
+			ws, err := DialWS("ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/stream", nil, http.Header{"Authorization": {"Bearer k"}}, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestBenchWS(t *testing.T) {
 			}
 			if tt.end != "" { // the server waits for the answer to its close
 				_, err := ws.ReadMessage()
-				if !errors.Is(err, errWSClosed) || !strings.Contains(err.Error(), tt.end) {
+				if !errors.Is(err, ErrWSClosed) || !strings.Contains(err.Error(), tt.end) {
 					t.Errorf("at the end: got %v, want the close with %q", err, tt.end)
 				}
 			}
@@ -121,7 +121,7 @@ func TestBenchWS(t *testing.T) {
 			http.Error(w, "no key", http.StatusUnauthorized)
 		}))
 		defer srv.Close()
-		_, err := dialBenchWS("ws"+strings.TrimPrefix(srv.URL, "http"), nil, nil, 5*time.Second)
+		_, err := DialWS("ws"+strings.TrimPrefix(srv.URL, "http"), nil, nil, 5*time.Second)
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("got %v, want an error naming the 401", err)
 		}

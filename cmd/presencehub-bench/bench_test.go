@@ -6,85 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
 
 // The benchmarks themselves are run by make bench, never by go test: their
 // timings mean nothing on a shared, noisy machine. These tests cover the
 // pure helpers the numbers depend on.
-
-func TestParseProcStat(t *testing.T) {
-	tests := []struct {
-		name string
-		line string
-		want time.Duration
-	}{
-		{"plain", "1234 (presencehub) S 1 1234 1234 0 -1 4194560 5000 0 0 0 250 50 0 0 20 0 12 0 100 0 0", 3 * time.Second},
-		{"spaces and brackets in the name", "77 (a b) (c)) R 1 77 77 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 0", 30 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		got, err := parseProcStat([]byte(tt.line))
-		if err != nil || got != tt.want {
-			t.Errorf("%s: parseProcStat = %v, %v; want %v", tt.name, got, err, tt.want)
-		}
-	}
-	for _, bad := range []string{"", "1 (x) S 1 2", "1 x S 1 2 3 4 5 6 7 8 9 10 11 12 13"} {
-		if _, err := parseProcStat([]byte(bad)); err == nil {
-			t.Errorf("parseProcStat(%q): no error", bad)
-		}
-	}
-}
-
-func TestParseVmRSS(t *testing.T) {
-	status := "Name:\tpresencehub\nVmPeak:\t  999 kB\nVmRSS:\t   20480 kB\nThreads:\t8\n"
-	if got, err := parseVmRSS([]byte(status)); err != nil || got != 20480<<10 {
-		t.Errorf("parseVmRSS = %d, %v; want %d", got, err, 20480<<10)
-	}
-	if _, err := parseVmRSS([]byte("Name:\tx\n")); err == nil {
-		t.Error("parseVmRSS without VmRSS: no error")
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	tests := []struct {
-		p    float64
-		want float64
-	}{{0, 1}, {10, 1}, {50, 5}, {51, 6}, {99, 10}, {100, 10}}
-	for _, tt := range tests {
-		if got := percentile(v, tt.p); got != tt.want {
-			t.Errorf("percentile(1..10, %v) = %v, want %v", tt.p, got, tt.want)
-		}
-	}
-	if got := percentile([]time.Duration(nil), 99); got != 0 {
-		t.Errorf("percentile of nothing = %v", got)
-	}
-}
-
-func TestSpreadFormat(t *testing.T) {
-	tests := []struct {
-		s    spread
-		want string
-	}{
-		{nil, "n/a"},
-		{spread{6543.2}, "6,543/s"},
-		{spread{6000, 7000, 6500}, "6,500/s (6,000/s–7,000/s)"},
-		{spread{1, 3}, "2/s (1/s–3/s)"},
-	}
-	for _, tt := range tests {
-		if got := tt.s.format(fmtRate); got != tt.want {
-			t.Errorf("%v.format = %q, want %q", tt.s, got, tt.want)
-		}
-	}
-	if got := fmtMs(0.4321); got != "0.43 ms" {
-		t.Errorf("fmtMs(0.4321) = %q", got)
-	}
-	if got := fmtMs(1234); got != "1234 ms" {
-		t.Errorf("fmtMs(1234) = %q", got)
-	}
-	if got := groupThousands(-1234567); got != "-1,234,567" {
-		t.Errorf("groupThousands = %q", got)
-	}
-}
 
 func TestSubscriberCountsFrames(t *testing.T) {
 	w := &streamWindow{}
@@ -156,22 +85,12 @@ func TestPubsubIDs(t *testing.T) {
 	}
 }
 
-func TestParseMetric(t *testing.T) {
-	text := "# HELP presencehub_resyncs_total Full resyncs.\n# TYPE presencehub_resyncs_total counter\npresencehub_resyncs_total 3\npresencehub_resyncs_total_other 9\n"
-	if v, err := parseMetric(strings.NewReader(text), "presencehub_resyncs_total"); err != nil || v != 3 {
-		t.Errorf("parseMetric = %v, %v; want 3", v, err)
-	}
-	if _, err := parseMetric(strings.NewReader(text), "nope"); err == nil {
-		t.Error("parseMetric of a missing metric: no error")
-	}
-}
-
 func TestBenchLongForm(t *testing.T) {
 	var stderr bytes.Buffer
 	b, fs := newBench("x", "", func(string) string { return "" }, &stderr, &stderr)
 	n := fs.Int("subscribers", 1000, "")
 	d := fs.Duration("duration", 10*time.Second, "")
-	if err := fs.parse([]string{"--long", "--duration", "5s"}); err != nil {
+	if err := fs.ParseArgs([]string{"--long", "--duration", "5s"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := setLong(fs, *b.long, map[string]string{"subscribers": "10000", "duration": "30s"}); err != nil {
@@ -185,18 +104,18 @@ func TestBenchLongForm(t *testing.T) {
 func TestBenchUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	env := func(string) string { return "" }
-	if err := run(t.Context(), []string{"bench"}, env, &stdout, &stderr); err == nil {
-		t.Error("bench without a name: no error")
+	if err := run(t.Context(), []string{}, env, &stdout, &stderr); err == nil {
+		t.Error("no benchmark name: no error")
 	}
-	if err := run(t.Context(), []string{"bench", "nope"}, env, &stdout, &stderr); err == nil {
+	if err := run(t.Context(), []string{"nope"}, env, &stdout, &stderr); err == nil {
 		t.Error("unknown benchmark: no error")
 	}
-	if err := run(t.Context(), []string{"bench", "stream", "--clock", "wall"}, env, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "--clock") {
+	if err := run(t.Context(), []string{"stream", "--clock", "wall"}, env, &stdout, &stderr); err == nil || !strings.Contains(err.Error(), "--clock") {
 		t.Errorf("bench stream --clock wall: got %v, want an error naming --clock", err)
 	}
 	for _, name := range []string{"rest", "stream", "idle", "resync", "expiry", "floor"} {
 		stderr.Reset()
-		if err := run(t.Context(), []string{"bench", name, "--help"}, env, &stdout, &stderr); err != nil {
+		if err := run(t.Context(), []string{name, "--help"}, env, &stdout, &stderr); err != nil {
 			t.Errorf("bench %s --help: %v", name, err)
 		}
 		if !strings.Contains(stderr.String(), "-long") || !strings.Contains(stderr.String(), "Short form") {
@@ -210,8 +129,8 @@ func TestBenchUsage(t *testing.T) {
 // arrived and that both processes' CPU was measured.
 func TestBenchFloor(t *testing.T) {
 	var stdout bytes.Buffer
-	stderr := &lockedBuffer{} // the reading process writes to it too
-	args := []string{"bench", "floor", "--tsv", "--runs", "1", "--connections", "20", "--rates", "2000", "--duration", "300ms"}
+	stderr := &benchkit.TailBuffer{Max: 1 << 20} // the reading process writes to it too
+	args := []string{"floor", "--tsv", "--runs", "1", "--connections", "20", "--rates", "2000", "--duration", "300ms"}
 	if err := run(t.Context(), args, func(string) string { return "" }, &stdout, stderr); err != nil {
 		t.Fatalf("bench floor: %v\n%s", err, stderr.String())
 	}
@@ -234,14 +153,14 @@ func TestBenchFloor(t *testing.T) {
 
 func TestParseRates(t *testing.T) {
 	tests := []struct {
-		in      stringList
+		in      cli.StringList
 		want    []float64
 		wantErr bool
 	}{
 		{nil, []float64{1000, 5000}, false},
-		{stringList{"200", "2.5"}, []float64{200, 2.5}, false},
-		{stringList{"0"}, nil, true},
-		{stringList{"fast"}, nil, true},
+		{cli.StringList{"200", "2.5"}, []float64{200, 2.5}, false},
+		{cli.StringList{"0"}, nil, true},
+		{cli.StringList{"fast"}, nil, true},
 	}
 	for _, tt := range tests {
 		got, err := parseRates(tt.in, 1000, 5000)

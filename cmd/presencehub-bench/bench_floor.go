@@ -14,6 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
 
 const benchFloorHelp = `The machine's floor under the stream benchmark: what moving its frames
@@ -37,10 +40,10 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 	b, fs := newBench("floor", benchFloorHelp, getenv, stdout, stderr)
 	n := fs.Int("connections", 10000, "loopback TCP connections")
 	size := fs.Int("size", 450, "bytes per message (about a change frame)")
-	var rates stringList
+	var rates cli.StringList
 	fs.Var(&rates, "rates", "messages per second to measure, comma-separated (default 10000,50000)")
 	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
-	if err := fs.parse(args); err != nil {
+	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
 	if err := setLong(fs, *b.long, map[string]string{"duration": "30s"}); err != nil {
@@ -54,7 +57,7 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 		return errors.New("--connections, --size and --duration must be positive")
 	}
 	defer b.finish()
-	if err := needFiles(*n); err != nil {
+	if err := benchkit.NeedFiles(*n); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -66,7 +69,7 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	reader := exec.Command(exe, "bench", "floor-reader", strconv.Itoa(*n), ln.Addr().String())
+	reader := exec.Command(exe, "floor-reader", strconv.Itoa(*n), ln.Addr().String())
 	reader.Stderr = stderr
 	toReader, _ := reader.StdinPipe()
 	fromReader, _ := reader.StdoutPipe()
@@ -95,10 +98,10 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 	var sent atomic.Int64
 	next := 0
 	for _, rate := range rateList {
-		var wcores, rcores spread
+		var wcores, rcores benchkit.Spread
 		for run := 1; run <= *b.runs; run++ {
-			w0, _ := procCPU(os.Getpid())
-			r0, _ := procCPU(reader.Process.Pid)
+			w0, _ := benchkit.ProcCPU(os.Getpid())
+			r0, _ := benchkit.ProcCPU(reader.Process.Pid)
 			start := time.Now()
 			var wg sync.WaitGroup
 			done := 0
@@ -119,8 +122,8 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 			}
 			wg.Wait()
 			secs := time.Since(start).Seconds()
-			w1, _ := procCPU(os.Getpid())
-			r1, _ := procCPU(reader.Process.Pid)
+			w1, _ := benchkit.ProcCPU(os.Getpid())
+			r1, _ := benchkit.ProcCPU(reader.Process.Pid)
 			wcores = append(wcores, (w1-w0).Seconds()/secs)
 			rcores = append(rcores, (r1-r0).Seconds()/secs)
 			b.logf("%.0f/s run %d: %d messages; writing process %.2f cores, reading process %.2f cores",
@@ -129,9 +132,9 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 				return ctx.Err()
 			}
 		}
-		name := fmtCount(rate) + " msgs/s"
-		b.add(name+": writing process CPU", wcores.format(fmtCores), "", nil)
-		b.add(name+": reading process CPU", rcores.format(fmtCores), "", nil)
+		name := benchkit.FmtCount(rate) + " msgs/s"
+		b.add(name+": writing process CPU", wcores.Format(benchkit.FmtCores), "", nil)
+		b.add(name+": reading process CPU", rcores.Format(benchkit.FmtCores), "", nil)
 	}
 	// Every byte written must have arrived: the reader counts them.
 	toReader.Close()
@@ -140,7 +143,7 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 		got, _ = strconv.ParseInt(strings.TrimPrefix(lines.Text(), "read "), 10, 64)
 	}
 	want := sent.Load() * int64(*size)
-	b.add("bytes read / written", fmt.Sprintf("%d / %d", got, want), "equal", boolPtr(got == want))
+	b.add("bytes read / written", fmt.Sprintf("%d / %d", got, want), "equal", benchkit.BoolPtr(got == want))
 	b.add(fmt.Sprintf("setup: %d connections, %d-byte messages, %v per run", *n, *size, *dur), fmt.Sprintf("%d runs per rate", *b.runs), "", nil)
 	return nil
 }
@@ -150,7 +153,7 @@ func benchFloor(ctx context.Context, args []string, getenv func(string) string, 
 // closes, then prints "read <bytes>".
 func benchFloorReader(args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) != 2 {
-		return errors.New("usage: bench floor-reader <connections> <addr>")
+		return errors.New("usage: presencehub-bench floor-reader <connections> <addr>")
 	}
 	n, err := strconv.Atoi(args[0])
 	if err != nil {

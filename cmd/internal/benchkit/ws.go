@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// benchWS is the benchmark subscribers' side of a websocket (RFC 6455),
+// WS is the benchmark subscribers' side of a websocket (RFC 6455),
 // only what a subscriber needs: the upgrade, masked text frames out,
 // messages in, pongs to the server's pings and the close handshake.
 //
@@ -26,20 +26,22 @@ import (
 // not have. This reader keeps one 2 KiB buffer per connection and reads a
 // change frame with one read. The product's own clients (api/client, the
 // tests) use coder/websocket.
-type benchWS struct {
+type WS struct {
 	conn net.Conn
 	br   *bufio.Reader
 	msg  []byte // the message being read; reused while small
 	out  []byte // frame being written
 }
 
-const benchWSBuffer = 2 << 10
+// WSBuffer is the read buffer of each connection.
+const WSBuffer = 2 << 10
 
-var errWSClosed = errors.New("websocket closed by the server")
+// ErrWSClosed: the server closed the websocket.
+var ErrWSClosed = errors.New("websocket closed by the server")
 
-// dialBenchWS opens a websocket to wsURL (ws://host:port/path) from
+// DialWS opens a websocket to wsURL (ws://host:port/path) from
 // localAddr (nil: any) with the given request headers.
-func dialBenchWS(wsURL string, localAddr net.Addr, header http.Header, timeout time.Duration) (*benchWS, error) {
+func DialWS(wsURL string, localAddr net.Addr, header http.Header, timeout time.Duration) (*WS, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return nil, err
@@ -52,7 +54,7 @@ func dialBenchWS(wsURL string, localAddr net.Addr, header http.Header, timeout t
 	if err != nil {
 		return nil, err
 	}
-	ws, err := upgradeBenchWS(conn, u, header, timeout)
+	ws, err := UpgradeWS(conn, u, header, timeout)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -60,7 +62,7 @@ func dialBenchWS(wsURL string, localAddr net.Addr, header http.Header, timeout t
 	return ws, nil
 }
 
-func upgradeBenchWS(conn net.Conn, u *url.URL, header http.Header, timeout time.Duration) (*benchWS, error) {
+func UpgradeWS(conn net.Conn, u *url.URL, header http.Header, timeout time.Duration) (*WS, error) {
 	var nonce [16]byte
 	rand.Read(nonce[:])
 	key := base64.StdEncoding.EncodeToString(nonce[:])
@@ -76,7 +78,7 @@ func upgradeBenchWS(conn net.Conn, u *url.URL, header http.Header, timeout time.
 	if _, err := io.WriteString(conn, req.String()); err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(conn, benchWSBuffer)
+	br := bufio.NewReaderSize(conn, WSBuffer)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
@@ -90,15 +92,15 @@ func upgradeBenchWS(conn net.Conn, u *url.URL, header http.Header, timeout time.
 		return nil, errors.New("upgrade: wrong Sec-WebSocket-Accept")
 	}
 	conn.SetDeadline(time.Time{})
-	return &benchWS{conn: conn, br: br}, nil
+	return &WS{conn: conn, br: br}, nil
 }
 
 // WriteText sends one masked text frame.
-func (ws *benchWS) WriteText(p []byte) error {
+func (ws *WS) WriteText(p []byte) error {
 	return ws.writeFrame(0x1, p)
 }
 
-func (ws *benchWS) writeFrame(opcode byte, p []byte) error {
+func (ws *WS) writeFrame(opcode byte, p []byte) error {
 	b := append(ws.out[:0], 0x80|opcode)
 	switch n := len(p); {
 	case n < 126:
@@ -125,8 +127,8 @@ func (ws *benchWS) writeFrame(opcode byte, p []byte) error {
 
 // ReadMessage returns the next data message; the slice is valid until the
 // next call. Pings are answered on the way; a close frame is answered and
-// ends the connection (errWSClosed).
-func (ws *benchWS) ReadMessage() ([]byte, error) {
+// ends the connection (ErrWSClosed).
+func (ws *WS) ReadMessage() ([]byte, error) {
 	if cap(ws.msg) > 4<<10 { // a snapshot's buffer is not kept for the changes
 		ws.msg = nil
 	}
@@ -176,9 +178,9 @@ func (ws *benchWS) ReadMessage() ([]byte, error) {
 				_ = ws.writeFrame(0x8, p[:min(n, 2)])
 				ws.conn.Close()
 				if n >= 2 {
-					return nil, fmt.Errorf("%w: status %d %s", errWSClosed, binary.BigEndian.Uint16(p[:2]), p[2:n])
+					return nil, fmt.Errorf("%w: status %d %s", ErrWSClosed, binary.BigEndian.Uint16(p[:2]), p[2:n])
 				}
-				return nil, errWSClosed
+				return nil, ErrWSClosed
 			}
 			continue
 		}
@@ -195,6 +197,6 @@ func (ws *benchWS) ReadMessage() ([]byte, error) {
 }
 
 // Close ends the connection without the close handshake.
-func (ws *benchWS) Close() error {
+func (ws *WS) Close() error {
 	return ws.conn.Close()
 }

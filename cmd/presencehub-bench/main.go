@@ -1,0 +1,98 @@
+// Command presencehub-bench runs presencehub's benchmarks: each starts the
+// product binary ("presencehub serve") as a child process, loads it, measures
+// it from /proc and prints one table. "make bench" runs every short form.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/presencehub/presencehub/cmd/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, cli.ErrUsage) {
+			fmt.Fprintln(os.Stderr, "presencehub-bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const benchUsage = `Usage: presencehub-bench <name> [flags]
+
+Benchmarks (each has a short form, the default, and a long form with --long;
+every size is also a flag: presencehub-bench <name> --help):
+  rest     REST reads on an account of 10,000 registered users at 50 concurrent
+           connections: POST 100 names, GET list, GET single (req/s, p50, p99)
+  stream   websocket fan-out of changes written into Redis as an SBC does:
+           write-to-frame latency, deliveries/s, loss, server CPU and RSS,
+           at 1,000 and 5,000 changes/s
+  idle     server memory per idle websocket connection (10,000 connections)
+  resync   cold start to /readyz with 100,000 registrations in Redis, and the
+           resync after the Redis subscription is killed
+  expiry   delay from a registration's expiryTime to the "expired" event at a
+           subscriber, next to Redis's own "expired" notification
+  floor    the machine's floor under "stream": the CPU of moving as many
+           messages over as many loopback TCP connections, with no websocket,
+           Redis or hub (needs no Redis, PostgreSQL or server)
+
+Each benchmark starts "presencehub serve" (--server-bin: by default the
+presencehub binary next to this one, else the one on PATH) as a child process on
+a loopback port, so that its CPU and memory can be measured from /proc, and
+stops it at the end; with --server-url (and --server-pid) it uses a running
+server instead. Accounts are created through the REST API with an admin key
+(--admin-key, or one made in the database and deleted afterwards) and deleted
+at the end; registrations are written into Redis as an SBC writes them and
+removed at the end. Everything is on loopback and stops by itself.
+
+The result is a table (benchmark | metric | value | target | ok); a value is
+the median of --runs runs with the spread (min–max) in brackets. Linux only
+(/proc). "make bench" runs every short form and prints one table.
+`
+
+// run is the whole program; main only calls it, tests call it too.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, benchUsage)
+		return cli.ErrUsage
+	}
+	err := dispatch(ctx, args, getenv, stdout, stderr)
+	if errors.Is(err, cli.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	name, rest := args[0], args[1:]
+	switch name {
+	case "rest":
+		return benchREST(ctx, rest, getenv, stdout, stderr)
+	case "stream":
+		return benchStream(ctx, rest, getenv, stdout, stderr)
+	case "idle":
+		return benchIdle(ctx, rest, getenv, stdout, stderr)
+	case "floor":
+		return benchFloor(ctx, rest, getenv, stdout, stderr)
+	case "floor-reader": // the second process of "bench floor"
+		return benchFloorReader(rest, os.Stdin, stdout)
+	case "resync":
+		return benchResync(ctx, rest, getenv, stdout, stderr)
+	case "expiry":
+		return benchExpiry(ctx, rest, getenv, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, benchUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "presencehub-bench: unknown benchmark %q\n\n%s", name, benchUsage)
+	return cli.ErrUsage
+}
