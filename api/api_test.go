@@ -152,12 +152,12 @@ func must2[A, B any](a A, _ B, err error) A {
 // TestRegisteredSipUsers checks the three jambonz endpoints' shapes.
 func TestRegisteredSipUsers(t *testing.T) {
 	f := newFixture(t)
-	f.register("bob", "a1.example.com", "udp", hub.Flags{App: 1, Queue: 0, User: 1})
-	f.register("carol", "A1.Example.com", "wss", hub.Flags{App: 0, Queue: 1, User: 0})
+	f.register("bob", "a1.example.com", "udp", hub.Flags{App: true, Queue: false, User: true})
+	f.register("carol", "A1.Example.com", "wss", hub.Flags{App: false, Queue: true, User: false})
 	f.register("dave", "a2.example.com", "tcp", hub.Flags{})      // another account
 	f.register("eve", "xa1.example.com", "tcp", hub.Flags{})      // suffix of the realm: jambonz would match it
 	f.register("frank", "sub.a1.example.com", "tcp", hub.Flags{}) // subdomain: not the account
-	f.hub.SetClients("a1.example.com", map[string]hub.Flags{"alice": {App: 1, Queue: 0, User: 1}})
+	f.hub.SetClients("a1.example.com", map[string]hub.Flags{"alice": {App: true, Queue: false, User: true}})
 	base := "/v1/Accounts/" + f.a1.SID + "/RegisteredSipUsers"
 
 	var list []string

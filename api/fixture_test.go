@@ -154,7 +154,15 @@ func (f *fixture) register(user, realm, protocol string, flags hub.Flags) {
 		User: user, Realm: realm, Contact: "sip:" + user + "@192.168.1.20:5060", Protocol: protocol,
 		Proxy: "sip:203.0.113.7:40123", SBCAddress: "10.0.0.1:5060", PrivateSBCAddress: "10.0.0.2:5060",
 		CallHook: "https://hooks.example.com/call", CallStatusHook: "https://hooks.example.com/status",
-		AllowDirectApp: flags.App, AllowDirectQueue: flags.Queue, AllowDirectUser: flags.User,
+		AllowDirectApp: bit(flags.App), AllowDirectQueue: bit(flags.Queue), AllowDirectUser: bit(flags.User),
 		ExpiryTime: time.Now().Add(time.Hour).UnixMilli(), Deadline: time.Now().Add(time.Hour),
 	}})
+}
+
+// bit is a flag as the SBC's record holds it.
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/hub/wire"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -158,7 +159,7 @@ type streamSub struct {
 	id         string
 	accountSID string
 	sub        *hub.Subscription
-	prefix     []byte // {"type":"change","id":…,"account_sid":…,
+	prefix     []byte // wire.AppendChangePrefix, written before each change's Body
 	conflated  []byte // the same with "conflated":true
 }
 
@@ -209,31 +210,20 @@ func (sc *streamConn) heartbeat() {
 	sc.mu.Unlock()
 }
 
-type clientFrame struct {
-	Type       string   `json:"type"`
-	ID         string   `json:"id"`
-	AccountSID string   `json:"account_sid"`
-	Users      []string `json:"users"`
-	Since      *struct {
-		Epoch string `json:"epoch"`
-		Seq   uint64 `json:"seq"`
-	} `json:"since"`
-}
-
 func (sc *streamConn) handle(ctx context.Context, data []byte) {
-	var f clientFrame
+	var f wire.Request
 	if err := json.Unmarshal(data, &f); err != nil {
-		sc.fail("", "bad_request", "frame is not a valid message: "+jsonProblem(err))
+		sc.fail("", wire.CodeBadRequest, "frame is not a valid message: "+jsonProblem(err))
 		return
 	}
 	if len(f.ID) > 128 {
-		sc.fail("", "bad_request", "id is longer than 128 characters")
+		sc.fail("", wire.CodeBadRequest, "id is longer than 128 characters")
 		return
 	}
 	switch f.Type {
-	case "subscribe":
+	case wire.TypeSubscribe:
 		sc.subscribe(ctx, f)
-	case "unsubscribe":
+	case wire.TypeUnsubscribe:
 		sc.mu.Lock()
 		ss := sc.subs[f.ID]
 		if ss != nil {
@@ -242,13 +232,13 @@ func (sc *streamConn) handle(ctx context.Context, data []byte) {
 		}
 		sc.mu.Unlock()
 		if ss == nil {
-			sc.fail(f.ID, "not_found", "no subscription with this id")
+			sc.fail(f.ID, wire.CodeNotFound, "no subscription with this id")
 			return
 		}
 		ss.sub.Close()
-		sc.queue(frameStart("unsubscribed", f.ID))
+		sc.queue(wire.AppendUnsubscribed(nil, f.ID))
 	default:
-		sc.fail(f.ID, "bad_request", `type must be "subscribe" or "unsubscribe"`)
+		sc.fail(f.ID, wire.CodeBadRequest, `type must be "subscribe" or "unsubscribe"`)
 	}
 }
 
@@ -269,13 +259,13 @@ func removeSub(list []*streamSub, ss *streamSub) []*streamSub {
 	return list
 }
 
-func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
+func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 	if f.ID == "" {
-		sc.fail("", "bad_request", "subscribe needs an id")
+		sc.fail("", wire.CodeBadRequest, "subscribe needs an id")
 		return
 	}
 	if len(f.Users) > maxNames {
-		sc.fail(f.ID, "bad_request", "at most "+strconv.Itoa(maxNames)+" users per subscription")
+		sc.fail(f.ID, wire.CodeBadRequest, "at most "+strconv.Itoa(maxNames)+" users per subscription")
 		return
 	}
 	sc.mu.Lock()
@@ -283,11 +273,11 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 	n := len(sc.subs)
 	sc.mu.Unlock()
 	if dup {
-		sc.fail(f.ID, "bad_request", "a subscription with this id exists already")
+		sc.fail(f.ID, wire.CodeBadRequest, "a subscription with this id exists already")
 		return
 	}
 	if n >= sc.s.stream.MaxSubs {
-		sc.fail(f.ID, "bad_request", "too many subscriptions on this connection")
+		sc.fail(f.ID, wire.CodeBadRequest, "too many subscriptions on this connection")
 		return
 	}
 	actx := withPrincipal(ctx, sc.p)
@@ -296,19 +286,19 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 		var ae *apiError
 		switch {
 		case errors.As(err, &ae) && ae.status == http.StatusForbidden:
-			sc.fail(f.ID, "forbidden", "insufficient permissions")
+			sc.fail(f.ID, wire.CodeForbidden, "insufficient permissions")
 		case errors.As(err, &ae):
-			sc.fail(f.ID, "bad_request", ae.msg)
+			sc.fail(f.ID, wire.CodeBadRequest, ae.msg)
 		case errors.Is(err, store.ErrNotFound):
-			sc.fail(f.ID, "not_found", "no account with this sid")
+			sc.fail(f.ID, wire.CodeNotFound, "no account with this sid")
 		default:
 			sc.s.log.Error("stream subscribe failed", "err", err)
-			sc.fail(f.ID, "internal", "internal error")
+			sc.fail(f.ID, wire.CodeInternal, "internal error")
 		}
 		return
 	}
 	if a.SIPRealm == "" {
-		sc.fail(f.ID, "bad_request", "account does not have sip_realm configuration")
+		sc.fail(f.ID, wire.CodeBadRequest, "account does not have sip_realm configuration")
 		return
 	}
 	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Notify: sc.signal}
@@ -317,19 +307,12 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 	}
 	sub, st := sc.s.pres.Subscribe(req)
 	ss := &streamSub{id: f.ID, accountSID: a.SID, sub: sub}
-	sid := append(appendJSON(nil, a.SID), ',')
-	ss.prefix = append(append(frameStart("change", f.ID), `,"account_sid":`...), sid...)
-	ss.conflated = append(append(frameStart("change", f.ID), `,"conflated":true,"account_sid":`...), sid...)
+	ss.prefix = wire.AppendChangePrefix(nil, f.ID, a.SID, false)
+	ss.conflated = wire.AppendChangePrefix(nil, f.ID, a.SID, true)
 
 	var frames [][]byte
 	if st.Resumed {
-		b := append(frameStart("resumed", f.ID), `,"account_sid":`...)
-		b = appendJSON(b, a.SID)
-		b = append(b, `,"epoch":`...)
-		b = appendJSON(b, f.Since.Epoch)
-		b = append(b, `,"seq":`...)
-		b = strconv.AppendUint(b, f.Since.Seq, 10)
-		frames = append(frames, append(b, '}'))
+		frames = append(frames, wire.AppendResumed(nil, f.ID, a.SID, f.Since.Epoch, f.Since.Seq))
 		for _, c := range st.Missed {
 			frames = append(frames, append(append([]byte(nil), ss.prefix...), c.Body...))
 		}
@@ -352,55 +335,14 @@ func (sc *streamConn) subscribe(ctx context.Context, f clientFrame) {
 // snapshotFrame encodes a snapshot; notResumed marks one sent instead of a
 // requested resume, resync one sent because the subscriber fell behind.
 func snapshotFrame(ss *streamSub, snap hub.Snapshot, notResumed, resync bool) []byte {
-	size := 128
-	for _, u := range snap.Users {
-		size += len(u) + 1
-	}
-	b := make([]byte, 0, size)
-	b = append(b, `{"type":"snapshot","id":`...)
-	b = appendJSON(b, ss.id)
-	b = append(b, `,"account_sid":`...)
-	b = appendJSON(b, ss.accountSID)
-	b = append(b, `,"epoch":`...)
-	b = appendJSON(b, snap.Epoch)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, snap.Seq, 10)
-	if notResumed {
-		b = append(b, `,"resumed":false`...)
-	}
-	if resync {
-		b = append(b, `,"resync":true`...)
-	}
-	b = append(b, `,"users":[`...)
-	for i, u := range snap.Users {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, u...)
-	}
-	return append(b, "]}"...)
-}
-
-func frameStart(typ, id string) []byte {
-	b := append([]byte(`{"type":"`), typ...)
-	b = append(b, `","id":`...)
-	return appendJSON(b, id)
-}
-
-func appendJSON(b []byte, s string) []byte {
-	q, _ := json.Marshal(s)
-	return append(b, q...)
+	h := wire.Snapshot{ID: ss.id, AccountSID: ss.accountSID, Epoch: snap.Epoch, Seq: snap.Seq, NotResumed: notResumed, Resync: resync}
+	return wire.AppendSnapshot(make([]byte, 0, wire.SnapshotSize(snap.Users)), &h, snap.Users)
 }
 
 // fail queues an error frame; the connection stays up.
 func (sc *streamConn) fail(id, code, message string) {
 	sc.s.stats.badMessages.Add(1)
-	b := frameStart("error", id)
-	b = append(b, `,"code":`...)
-	b = appendJSON(b, code)
-	b = append(b, `,"msg":`...)
-	b = appendJSON(b, message)
-	sc.queue(append(b, '}'))
+	sc.queue(wire.AppendError(nil, id, code, message))
 }
 
 func (sc *streamConn) queue(frame []byte) {

@@ -2,190 +2,66 @@ package hub
 
 import (
 	"bytes"
-	"encoding/json"
 	"reflect"
-	"sort"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
-var restFields = []string{
-	"allow_direct_app_calling", "allow_direct_queue_calling", "allow_direct_user_calling",
-	"contact", "expiryTime", "name", "protocol", "proxy", "registered_status",
-}
+// The bytes themselves are pinned in hub/wire; these tests check what the
+// hub hands to the encoders and that a change is encoded once.
 
-var hostile = []struct {
-	name, s string
-}{
-	{"empty-ish", " "},
-	{"quotes", `a"b"c`},
-	{"backslashes", `C:\path\to\"x\\`},
-	{"control chars", "a\x00b\x01c\x08d\x0ce\nf\rg\th\x1f\x7f"},
-	{"invalid UTF-8", "bad\xff\xfe\xc3(end"},
-	{"truncated rune", "x\xe2\x82"},
-	{"line separators", "a\u2028b\u2029c"},
-	{"html", `<script>alert("&")</script>`},
-	{"non-ASCII", "Zoë ☎ 日本 😀"},
-	{"json injection", `","registered_status":"inactive","x":"`},
-}
-
-// jsonDecoded is what encoding/json gives back for s after a round trip: s
-// itself, except that invalid UTF-8 becomes U+FFFD.
-func jsonDecoded(t *testing.T, s string) string {
-	t.Helper()
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out string
-	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func TestAppendStringRoundTrips(t *testing.T) {
-	for _, tc := range hostile {
-		t.Run(tc.name, func(t *testing.T) {
-			b := appendString([]byte("prefix"), tc.s)
-			if !bytes.HasPrefix(b, []byte("prefix")) {
-				t.Fatalf("appendString clobbered the buffer it appends to: %q", b)
-			}
-			b = b[len("prefix"):]
-			if !json.Valid(b) {
-				t.Fatalf("appendString(%q) = %s, not valid JSON", tc.s, b)
-			}
-			var got string
-			if err := json.Unmarshal(b, &got); err != nil {
-				t.Fatal(err)
-			}
-			if want := jsonDecoded(t, tc.s); got != want {
-				t.Errorf("appendString(%q) decodes to %q, want %q (what encoding/json gives)", tc.s, got, want)
-			}
-			// Raw U+2028/2029 break JavaScript string literals in older engines.
-			if bytes.Contains(b, []byte("\u2028")) || bytes.Contains(b, []byte("\u2029")) {
-				t.Errorf("appendString(%q) = %s left a raw U+2028/U+2029 in the output", tc.s, b)
-			}
-		})
-	}
-}
-
-func TestAppendUserShape(t *testing.T) {
+func TestUserEncodingFromRegistration(t *testing.T) {
 	now := time.UnixMilli(1_900_000_000_000)
-	full := reg("alice", "example.com", now)
-	full.AllowDirectApp, full.AllowDirectQueue, full.AllowDirectUser = 1, 0, 1
-	bare := Registration{User: "bob", Realm: "example.com", ExpiryTime: 42}
-
-	tests := []struct {
-		name string
-		json []byte
-		want map[string]any
-	}{
-		{
-			name: "active with every field",
-			json: appendUser(nil, &full),
-			want: map[string]any{
-				"name": "alice", "contact": full.Contact, "expiryTime": float64(full.ExpiryTime),
-				"protocol": "udp", "allow_direct_app_calling": float64(1), "allow_direct_queue_calling": float64(0),
-				"allow_direct_user_calling": float64(1), "registered_status": "active", "proxy": full.Proxy,
-			},
-		},
-		{
-			name: "active without contact, protocol, proxy gives nulls",
-			json: appendUser(nil, &bare),
-			want: map[string]any{
-				"name": "bob", "contact": nil, "expiryTime": float64(42), "protocol": nil,
-				"allow_direct_app_calling": float64(0), "allow_direct_queue_calling": float64(0),
-				"allow_direct_user_calling": float64(0), "registered_status": "active", "proxy": nil,
-			},
-		},
-		{
-			name: "inactive with client flags",
-			json: appendInactive(nil, "carol", Flags{App: 1, Queue: 1, User: 0}),
-			want: map[string]any{
-				"name": "carol", "contact": nil, "expiryTime": float64(0), "protocol": nil,
-				"allow_direct_app_calling": float64(1), "allow_direct_queue_calling": float64(1),
-				"allow_direct_user_calling": float64(0), "registered_status": "inactive", "proxy": nil,
-			},
-		},
+	r := reg("alice", "example.com", now)
+	r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser = 1, 0, 1
+	got := appendUser(nil, &r)
+	want := wire.AppendActive(nil, &wire.Active{
+		Name: "alice", Contact: r.Contact, ExpiryTime: r.ExpiryTime, Protocol: "udp", Proxy: r.Proxy,
+		Flags: wire.Flags{App: true, User: true},
+	})
+	if !bytes.Equal(got, want) {
+		t.Errorf("appendUser = %s\nwant       %s", got, want)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := decodeObject(t, tc.json)
-			if k := keys(got); !reflect.DeepEqual(k, restFields) {
-				t.Errorf("fields = %v, want exactly the 9 jambonz fields %v", k, restFields)
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("decoded %s\n got %v\nwant %v", tc.json, got, tc.want)
-			}
-			for _, secret := range []string{"sbc", "Sbc", "hook", "Hook", "10.0.0.1", "10.0.0.2", "hooks.example"} {
-				if bytes.Contains(tc.json, []byte(secret)) {
-					t.Errorf("encoding %s leaks %q (SBC addresses and hooks must never be encoded)", tc.json, secret)
-				}
-			}
-		})
+	for _, secret := range []string{"sbc", "Sbc", "hook", "Hook", "10.0.0.1", "10.0.0.2", "hooks.example"} {
+		if bytes.Contains(got, []byte(secret)) {
+			t.Errorf("encoding %s leaks %q (SBC addresses and hooks must never be encoded)", got, secret)
+		}
 	}
 }
 
-func TestAppendUserHostileStrings(t *testing.T) {
-	for _, tc := range hostile {
-		t.Run(tc.name, func(t *testing.T) {
-			r := Registration{User: tc.s, Contact: tc.s, Protocol: tc.s, Proxy: tc.s}
-			for name, b := range map[string][]byte{
-				"appendUser":     appendUser(nil, &r),
-				"appendInactive": appendInactive(nil, tc.s, Flags{}),
-				"withEventTime":  withEventTime(nil, appendUser(nil, &r), time.UnixMilli(5)),
-			} {
-				if !json.Valid(b) {
-					t.Fatalf("%s with %q = %s, not valid JSON", name, tc.s, b)
-				}
-				got := decodeObject(t, b)
-				want := jsonDecoded(t, tc.s)
-				if got["name"] != want {
-					t.Errorf("%s: name decodes to %q, want %q", name, got["name"], want)
-				}
-				if name == "appendUser" && (got["contact"] != want || got["protocol"] != want || got["proxy"] != want) {
-					t.Errorf("%s: contact/protocol/proxy = %q/%q/%q, want %q", name, got["contact"], got["protocol"], got["proxy"], want)
-				}
-				if n := len(got); n != 9 && n != 10 {
-					t.Errorf("%s: %d fields (a hostile string must not inject fields): %s", name, n, b)
-				}
-			}
-		})
+// TestChangeEncodedOnce: every subscriber of a realm gets the same *Change,
+// whose Body was encoded once by the owner, and that Body is the wire
+// format's change body.
+func TestChangeEncodedOnce(t *testing.T) {
+	clk := newClock()
+	h, sink := startHub(t, Options{Now: clk.Now})
+	subs := make([]*Subscription, 3)
+	for i := range subs {
+		subs[i], _ = h.Subscribe(SubscribeRequest{Realm: "example.com"})
+		defer subs[i].Close()
 	}
-}
-
-func TestWithEventTime(t *testing.T) {
-	r := reg("alice", "example.com", time.UnixMilli(1_900_000_000_000))
-	user := appendUser(nil, &r)
-	tests := []struct {
-		name string
-		at   time.Time
-		want any
-	}{
-		{"set", time.UnixMilli(1_900_000_000_123), float64(1_900_000_000_123)},
-		{"zero time is null", time.Time{}, nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := withEventTime([]byte("xx"), user, tc.at)
-			if string(b[:2]) != "xx" {
-				t.Fatalf("withEventTime did not append to its buffer: %q", b)
+	r := reg("alice", "example.com", clk.Now())
+	sink.Update(put(r))
+	var first *Change
+	for i, s := range subs {
+		items := drain(t, s)
+		if len(items) != 1 {
+			t.Fatalf("subscriber %d got %d changes, want 1", i, len(items))
+		}
+		c := items[0].Change
+		if first == nil {
+			first = c
+			want := wire.AppendChange(nil, 1, EventRegistered, appendUser(nil, &r), clk.Now())
+			if !bytes.Equal(c.Body, want) {
+				t.Errorf("Body = %s\nwant   %s", c.Body, want)
 			}
-			got := decodeObject(t, b[2:])
-			wantKeys := append(append([]string(nil), restFields...), "event_time")
-			sort.Strings(wantKeys)
-			if k := keys(got); !reflect.DeepEqual(k, wantKeys) {
-				t.Errorf("fields = %v, want the 9 REST fields plus event_time %v", k, wantKeys)
-			}
-			if got["event_time"] != tc.want {
-				t.Errorf("event_time = %v, want %v", got["event_time"], tc.want)
-			}
-			if got["name"] != "alice" || got["registered_status"] != "active" {
-				t.Errorf("the 9 REST fields were not kept: %s", b[2:])
-			}
-		})
+			continue
+		}
+		if c != first || &c.Body[0] != &first.Body[0] {
+			t.Errorf("subscriber %d got a change of its own (%p, body %p), want the one encoding shared by all (%p, body %p)", i, c, &c.Body[0], first, &first.Body[0])
+		}
 	}
 }
 
@@ -263,19 +139,4 @@ func TestLower(t *testing.T) {
 			t.Errorf("lower(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-func TestAppendUint(t *testing.T) {
-	for _, n := range []uint64{0, 7, 10, 1234567890, 1<<64 - 1} {
-		got := string(appendUint([]byte("x"), n))
-		want := "x" + strings.TrimSpace(jsonNumber(n))
-		if got != want {
-			t.Errorf("appendUint(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
-func jsonNumber(n uint64) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
 // Events of a change.
@@ -454,7 +456,7 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 		event = EventExpired
 		h.Metrics.Expirations.Add(1)
 	}
-	h.emit(r, event, user, appendInactive(nil, user, r.clients[lower(user)]), now, nil)
+	h.emit(r, event, user, wire.AppendInactive(nil, user, r.clients[lower(user)]), now, nil)
 }
 
 // emit records a change of r (locked by the caller) with the realm's next
@@ -473,16 +475,7 @@ func (h *Hub) emit(r *realmState, event, user string, userJSON []byte, now time.
 func (h *Hub) record(r *realmState, seq uint64, event, user string, userJSON []byte, now time.Time) *Change {
 	r.seq = seq
 	c := &Change{Realm: r.name, Seq: r.seq, Event: event, User: user, Time: now}
-	// "seq":N,"event":"…","user": before the user, ,"event_time":"…" and
-	// the closing brace after it: at most 100 bytes, so one allocation.
-	b := make([]byte, 0, len(userJSON)+100)
-	b = append(b, `"seq":`...)
-	b = appendUint(b, c.Seq)
-	b = append(b, `,"event":"`...)
-	b = append(b, event...)
-	b = append(b, `","user":`...)
-	b = withEventTime(b, userJSON, now)
-	c.Body = append(b, '}')
+	c.Body = wire.AppendChange(make([]byte, 0, wire.ChangeSize(len(userJSON))), c.Seq, event, userJSON, now)
 	r.history.add(c)
 	r.recordActivity(now)
 	return c
@@ -600,10 +593,10 @@ func (d *deadlineHeap) Pop() any {
 	return x
 }
 
-// Change is one change of one user in one realm. Body is its JSON encoding
-// without the frame's leading fields: `"seq":N,"event":"…","user":{…}}`, so a
-// transport writes `{"type":"change",<its own fields>,` and then Body: the
-// change is encoded once, whatever the number of subscribers.
+// Change is one change of one user in one realm: its fields, and Body, its
+// encoding once for every subscriber (wire.AppendChange:
+// `"seq":N,"event":"…","user":{…}}`). A transport writes its own
+// wire.AppendChangePrefix and then Body.
 type Change struct {
 	Realm string
 	Seq   uint64
@@ -634,20 +627,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func appendUint(b []byte, n uint64) []byte {
-	var tmp [20]byte
-	i := len(tmp)
-	for {
-		i--
-		tmp[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			break
-		}
-	}
-	return append(b, tmp[i:]...)
 }
 
 func lower(s string) string {

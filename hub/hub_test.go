@@ -461,9 +461,9 @@ func TestReads(t *testing.T) {
 	h, sink := startHub(t, Options{Now: clk.Now},
 		reg("bob", realm, now), reg("alice", realm, now), reg("carol", "Example.com", now),
 		reg("x", "myexample.com", now), reg("y", "sub.example.com", now), reg("z", "example.com.evil", now))
-	h.SetClients(realm, map[string]Flags{"zed": {App: 1, Queue: 1}, "Mixed": {User: 1}})
-	h.SetClient("EXAMPLE.COM", "CAROL", Flags{Queue: 1}, true)
-	h.SetClient(realm, "gone", Flags{App: 1}, true)
+	h.SetClients(realm, map[string]Flags{"zed": {App: true, Queue: true}, "Mixed": {User: true}})
+	h.SetClient("EXAMPLE.COM", "CAROL", Flags{Queue: true}, true)
+	h.SetClient(realm, "gone", Flags{App: true}, true)
 	h.SetClient(realm, "GONE", Flags{}, false)
 
 	t.Run("ListJSON", func(t *testing.T) {
@@ -618,9 +618,9 @@ func TestReads(t *testing.T) {
 // into) the caller's map.
 func TestSetClientsCopies(t *testing.T) {
 	h := newHub(Options{})
-	m := map[string]Flags{"alice": {App: 1}}
+	m := map[string]Flags{"alice": {App: true}}
 	h.SetClients("example.com", m)
-	h.SetClient("example.com", "bob", Flags{User: 1}, true)
+	h.SetClient("example.com", "bob", Flags{User: true}, true)
 	m["alice"] = Flags{} // the caller reuses its map
 	if len(m) != 1 {
 		t.Errorf("SetClient wrote into the map passed to SetClients: %v", m)

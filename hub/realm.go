@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
 // realmState is the presence of one realm (one account). Only the owner
@@ -137,14 +139,14 @@ func (h *Hub) AppendUsers(b []byte, realm string, names []string) []byte {
 			b = append(b, ',')
 		}
 		if r == nil {
-			b = appendInactive(b, n, Flags{})
+			b = wire.AppendInactive(b, n, Flags{})
 			continue
 		}
 		if e := r.users[n]; e != nil {
 			b = append(b, e.json...)
 			continue
 		}
-		b = appendInactive(b, n, r.clients[lower(n)])
+		b = wire.AppendInactive(b, n, r.clients[lower(n)])
 	}
 	return append(b, ']')
 }
@@ -186,7 +188,7 @@ func (h *Hub) ListJSON(realm string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, n+"@"+r.name)
+		b = wire.AppendString(b, n+"@"+r.name)
 	}
 	b = append(b, ']')
 	// No spare capacity: an append by a caller must copy, not write into
@@ -227,7 +229,7 @@ func (h *Hub) Users(realm string) []UserView {
 			Name: n, Contact: e.reg.Contact, Protocol: e.reg.Protocol, Proxy: e.reg.Proxy,
 			ExpiryTime: e.reg.ExpiryTime, Deadline: e.reg.Deadline, Since: e.since,
 			EventTime: e.eventTime, LastEvent: e.event,
-			Flags: Flags{e.reg.AllowDirectApp, e.reg.AllowDirectQueue, e.reg.AllowDirectUser},
+			Flags: e.reg.flags(),
 		})
 	}
 	return out

@@ -1,10 +1,10 @@
 package hub
 
 import (
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
 // Registration is one SIP registration as the SBC stored it under
@@ -37,9 +37,7 @@ type Registration struct {
 func (r *Registration) AOR() string { return r.User + "@" + r.Realm }
 
 // Flags are the three allow_direct_* permissions of a SIP client.
-type Flags struct {
-	App, Queue, User int
-}
+type Flags = wire.Flags
 
 // SplitAOR splits "user@realm" at its last '@' (as jambonz's registrar does)
 // and lower-cases the realm. ok is false when either part is empty.
@@ -57,112 +55,19 @@ func SplitAOR(aor string) (user, realm string, ok bool) {
 
 // Status values of a user.
 const (
-	StatusActive   = "active"
-	StatusInactive = "inactive"
+	StatusActive   = wire.StatusActive
+	StatusInactive = wire.StatusInactive
 )
 
-// appendUser encodes the 9-field jambonz shape of an active registration:
-// name, contact, expiryTime, protocol, allow_direct_*, registered_status, proxy.
+// flags returns the allow_direct_* permissions the SBC granted.
+func (r *Registration) flags() Flags {
+	return Flags{App: r.AllowDirectApp != 0, Queue: r.AllowDirectQueue != 0, User: r.AllowDirectUser != 0}
+}
+
+// appendUser appends the 9-field user object of an active registration.
 func appendUser(b []byte, r *Registration) []byte {
-	b = append(b, `{"name":`...)
-	b = appendString(b, r.User)
-	b = append(b, `,"contact":`...)
-	b = appendNullable(b, r.Contact)
-	b = append(b, `,"expiryTime":`...)
-	b = strconv.AppendInt(b, r.ExpiryTime, 10)
-	b = append(b, `,"protocol":`...)
-	b = appendNullable(b, r.Protocol)
-	b = appendFlags(b, Flags{r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser})
-	b = append(b, `,"registered_status":"active","proxy":`...)
-	b = appendNullable(b, r.Proxy)
-	return append(b, '}')
-}
-
-// appendInactive encodes the 9-field shape of a user with no registration.
-func appendInactive(b []byte, name string, f Flags) []byte {
-	b = append(b, `{"name":`...)
-	b = appendString(b, name)
-	b = append(b, `,"contact":null,"expiryTime":0,"protocol":null`...)
-	b = appendFlags(b, f)
-	return append(b, `,"registered_status":"inactive","proxy":null}`...)
-}
-
-func appendFlags(b []byte, f Flags) []byte {
-	b = append(b, `,"allow_direct_app_calling":`...)
-	b = strconv.AppendInt(b, int64(f.App), 10)
-	b = append(b, `,"allow_direct_queue_calling":`...)
-	b = strconv.AppendInt(b, int64(f.Queue), 10)
-	b = append(b, `,"allow_direct_user_calling":`...)
-	return strconv.AppendInt(b, int64(f.User), 10)
-}
-
-// withEventTime turns a 9-field object into the stream's 10-field object.
-func withEventTime(b, user []byte, t time.Time) []byte {
-	b = append(b, user[:len(user)-1]...)
-	b = append(b, `,"event_time":`...)
-	if t.IsZero() {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendInt(b, t.UnixMilli(), 10)
-	}
-	return append(b, '}')
-}
-
-func appendNullable(b []byte, s string) []byte {
-	if s == "" {
-		return append(b, "null"...)
-	}
-	return appendString(b, s)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
-// encoding/json does.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return wire.AppendActive(b, &wire.Active{
+		Name: r.User, Contact: r.Contact, ExpiryTime: r.ExpiryTime,
+		Protocol: r.Protocol, Proxy: r.Proxy, Flags: r.flags(),
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
 // State is one registration as the hub holds it: what a replica needs to
@@ -117,7 +119,7 @@ func (h *Hub) apply(changes []Applied) error {
 				r.protocols[old.reg.Protocol]--
 				r.usersChanged()
 			}
-			body = appendInactive(nil, c.User, r.clients[lower(c.User)])
+			body = wire.AppendInactive(nil, c.User, r.clients[lower(c.User)])
 			if c.Event == EventExpired {
 				h.Metrics.Expirations.Add(1)
 			}

@@ -1,6 +1,10 @@
 package hub
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/presencehub/presencehub/hub/wire"
+)
 
 // Position is where a subscriber is in a realm's history.
 type Position struct {
@@ -124,16 +128,16 @@ func (s *Subscription) snapshotLocked() Snapshot {
 	if s.users == nil {
 		for _, n := range r.sortedUsers() {
 			e := r.users[n]
-			snap.Users = append(snap.Users, withEventTime(nil, e.json, e.eventTime))
+			snap.Users = append(snap.Users, wire.AppendStreamUser(nil, e.json, e.eventTime))
 		}
 		return snap
 	}
 	for _, n := range s.names {
 		if e := r.users[n]; e != nil {
-			snap.Users = append(snap.Users, withEventTime(nil, e.json, e.eventTime))
+			snap.Users = append(snap.Users, wire.AppendStreamUser(nil, e.json, e.eventTime))
 			continue
 		}
-		snap.Users = append(snap.Users, withEventTime(nil, appendInactive(nil, n, r.clients[lower(n)]), zeroTime))
+		snap.Users = append(snap.Users, wire.AppendStreamUser(nil, wire.AppendInactive(nil, n, r.clients[lower(n)]), zeroTime))
 	}
 	return snap
 }

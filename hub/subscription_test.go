@@ -190,7 +190,7 @@ func TestWatchlist(t *testing.T) {
 	now := clk.Now()
 	const realm = "example.com"
 	h, sink := startHub(t, Options{Now: clk.Now}, reg("alice", realm, now), reg("bob", realm, now))
-	h.SetClients(realm, map[string]Flags{"carol": {App: 1, User: 1}})
+	h.SetClients(realm, map[string]Flags{"carol": {App: true, User: true}})
 
 	s, st := h.Subscribe(SubscribeRequest{Realm: realm, Users: []string{"alice", "carol", "nobody", "alice"}})
 	defer s.Close()
@@ -483,7 +483,7 @@ func TestConcurrentReaders(t *testing.T) {
 				h.Stats(realm)
 				h.Recent(realm, 3)
 				h.Realms()
-				h.SetClient(realm, "u"+strconv.Itoa(i%5), Flags{App: g % 2}, i%3 != 0)
+				h.SetClient(realm, "u"+strconv.Itoa(i%5), Flags{App: g%2 == 1}, i%3 != 0)
 				s, _ := h.Subscribe(SubscribeRequest{Realm: realm})
 				buf, _, _ = s.Next(buf)
 				s.Resnapshot()

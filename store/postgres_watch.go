@@ -193,7 +193,7 @@ func loadClients(ctx context.Context, conn *pgx.Conn, accountSID string) (map[st
 			out[sid] = ac
 		}
 		if username != nil { // LEFT JOIN: an account without clients
-			ac.clients[asciiLower(*username)] = hub.Flags{App: b2i(*app), Queue: b2i(*queue), User: b2i(*user)}
+			ac.clients[asciiLower(*username)] = hub.Flags{App: *app, Queue: *queue, User: *user}
 		}
 		return nil
 	})
@@ -243,13 +243,6 @@ func (w *watcher) drop(sid string) {
 	}
 	delete(w.ownerOf, realm)
 	w.fn(realm, nil)
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // asciiLower lower-cases ASCII letters only, as hub does for the users it

@@ -41,7 +41,7 @@ func (r *recorder) String() string {
 	for realm, clients := range r.realm {
 		var users []string
 		for u, f := range clients {
-			users = append(users, fmt.Sprintf("%s:%d%d%d", u, f.App, f.Queue, f.User))
+			users = append(users, fmt.Sprintf("%s:%d%d%d", u, bit(f.App), bit(f.Queue), bit(f.User)))
 		}
 		sort.Strings(users)
 		realms = append(realms, realm+"{"+strings.Join(users, " ")+"}")
@@ -182,8 +182,8 @@ func TestWatchClientsFailsOnAMissingSchema(t *testing.T) {
 // notifications may be handled in either order (a reload can also see both
 // changes at once). The realm must end up with its new owner's clients.
 func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
-	aClients := map[string]hub.Flags{"alice": {App: 1}}
-	bClients := map[string]hub.Flags{"bob": {User: 1}}
+	aClients := map[string]hub.Flags{"alice": {App: true}}
+	bClients := map[string]hub.Flags{"bob": {User: true}}
 	for _, order := range []string{"old owner first", "new owner first"} {
 		rec := &recorder{realm: map[string]map[string]hub.Flags{}}
 		w := &watcher{fn: rec.fn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
@@ -205,4 +205,11 @@ func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
 			t.Errorf("%s: fn was left with %s, want %s", order, got, want)
 		}
 	}
+}
+
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/hub/wire"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -37,21 +38,12 @@ type queryData struct {
 	Page     int    `json:"page"`
 }
 
-// streamUser is a registered user in the stream's U shape, plus what the
-// stream does not carry but the table shows.
+// streamUser is a registered user as the stream carries it (wire.User), plus
+// what the stream does not carry but the table shows.
 type streamUser struct {
-	Name                    string  `json:"name"`
-	Contact                 *string `json:"contact"`
-	ExpiryTime              int64   `json:"expiryTime"`
-	Protocol                *string `json:"protocol"`
-	AllowDirectAppCalling   int     `json:"allow_direct_app_calling"`
-	AllowDirectQueueCalling int     `json:"allow_direct_queue_calling"`
-	AllowDirectUserCalling  int     `json:"allow_direct_user_calling"`
-	RegisteredStatus        string  `json:"registered_status"`
-	Proxy                   *string `json:"proxy"`
-	EventTime               *int64  `json:"event_time"`
-	Since                   *int64  `json:"since"`
-	LastEvent               string  `json:"last_event"`
+	wire.User
+	Since     *int64 `json:"since"`
+	LastEvent string `json:"last_event"`
 }
 
 // clientData is a SIP client as the page logic needs it (never the password).
@@ -77,10 +69,13 @@ func buildPageData(a store.Account, clients []store.Client, users []hub.UserView
 	}
 	for _, u := range users {
 		su := streamUser{
-			Name: u.Name, Contact: nullable(u.Contact), ExpiryTime: userExpiry(u).UnixMilli(),
-			Protocol: nullable(u.Protocol), RegisteredStatus: hub.StatusActive, Proxy: nullable(u.Proxy),
-			AllowDirectAppCalling: u.Flags.App, AllowDirectQueueCalling: u.Flags.Queue, AllowDirectUserCalling: u.Flags.User,
-			EventTime: msOrNil(u.EventTime), Since: msOrNil(u.Since), LastEvent: u.LastEvent,
+			User: wire.User{
+				Name: u.Name, Contact: nullable(u.Contact), ExpiryTime: userExpiry(u).UnixMilli(),
+				Protocol: nullable(u.Protocol), RegisteredStatus: hub.StatusActive, Proxy: nullable(u.Proxy),
+				AllowDirectAppCalling: bit(u.Flags.App), AllowDirectQueueCalling: bit(u.Flags.Queue), AllowDirectUserCalling: bit(u.Flags.User),
+				EventTime: msOrNil(u.EventTime),
+			},
+			Since: msOrNil(u.Since), LastEvent: u.LastEvent,
 		}
 		if userExpiry(u).IsZero() {
 			su.ExpiryTime = 0
@@ -94,6 +89,13 @@ func buildPageData(a store.Account, clients []store.Client, users []hub.UserView
 		})
 	}
 	return d
+}
+
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func nullable(s string) *string {

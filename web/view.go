@@ -120,7 +120,7 @@ func BuildRows(clients []store.Client, users []hub.UserView, now time.Time) []Us
 		r.Protocol, r.Contact, r.Proxy = u.Protocol, u.Contact, u.Proxy
 		r.Since, r.Expiry = u.Since, userExpiry(u)
 		r.LastEvent, r.EventTime = u.LastEvent, u.EventTime
-		r.App, r.Queue, r.User = u.Flags.App != 0, u.Flags.Queue != 0, u.Flags.User != 0
+		r.App, r.Queue, r.User = u.Flags.App, u.Flags.Queue, u.Flags.User
 		r.Status = Classify(true, r.Expiry, now)
 	}
 	slices.SortFunc(rows, func(a, b UserRow) int { return compareNames(a.Name, b.Name) })

@@ -55,11 +55,11 @@ func fixtureUsers() []hub.UserView {
 	return []hub.UserView{
 		{Name: "alice", Contact: "sip:alice@10.0.0.1:5060", Protocol: "udp", Proxy: "sip:203.0.113.1:5060",
 			ExpiryTime: t0.Add(time.Hour).UnixMilli(), Since: t0.Add(-time.Hour), EventTime: t0.Add(-time.Minute),
-			LastEvent: hub.EventRefreshed, Flags: hub.Flags{App: 0, Queue: 1, User: 1}},
+			LastEvent: hub.EventRefreshed, Flags: hub.Flags{App: false, Queue: true, User: true}},
 		{Name: "bob", Contact: "sip:bob@10.0.0.2", Protocol: "wss", ExpiryTime: t0.Add(30 * time.Second).UnixMilli(),
 			Since: t0.Add(-10 * time.Minute), EventTime: t0.Add(-10 * time.Minute), LastEvent: hub.EventRegistered},
 		{Name: "dave", Contact: "sip:dave@10.0.0.4", Protocol: "tcp", Deadline: t0.Add(5 * time.Minute),
-			Since: t0, EventTime: t0, LastEvent: hub.EventRegistered, Flags: hub.Flags{App: 1, Queue: 1, User: 1}},
+			Since: t0, EventTime: t0, LastEvent: hub.EventRegistered, Flags: hub.Flags{App: true, Queue: true, User: true}},
 	}
 }
 

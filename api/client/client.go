@@ -17,39 +17,14 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/presencehub/presencehub/hub/wire"
 )
 
 // User is one user as the stream reports it.
-type User struct {
-	Name                    string  `json:"name"`
-	Contact                 *string `json:"contact"`
-	ExpiryTime              int64   `json:"expiryTime"`
-	Protocol                *string `json:"protocol"`
-	AllowDirectAppCalling   int     `json:"allow_direct_app_calling"`
-	AllowDirectQueueCalling int     `json:"allow_direct_queue_calling"`
-	AllowDirectUserCalling  int     `json:"allow_direct_user_calling"`
-	RegisteredStatus        string  `json:"registered_status"`
-	Proxy                   *string `json:"proxy"`
-	EventTime               *int64  `json:"event_time"`
-}
+type User = wire.User
 
 // Frame is any frame the server sends.
-type Frame struct {
-	Type       string          `json:"type"`
-	ID         string          `json:"id"`
-	AccountSID string          `json:"account_sid"`
-	Epoch      string          `json:"epoch"`
-	Seq        uint64          `json:"seq"`
-	Resumed    *bool           `json:"resumed"`
-	Resync     bool            `json:"resync"`
-	Conflated  bool            `json:"conflated"`
-	Users      []User          `json:"users"`
-	Event      string          `json:"event"`
-	User       *User           `json:"user"`
-	Code       string          `json:"code"`
-	Msg        string          `json:"msg"`
-	Raw        json.RawMessage `json:"-"`
-}
+type Frame = wire.Frame
 
 // Options configure a Client.
 type Options struct {
@@ -197,7 +172,7 @@ func (c *Client) session(ctx context.Context) error {
 		c.mu.Unlock()
 		if s != nil && s.apply(f) {
 			// A gap: ask again from the last applied position.
-			_ = conn.Write(ctx, websocket.MessageText, mustJSON(map[string]any{"type": "unsubscribe", "id": s.ID}))
+			_ = conn.Write(ctx, websocket.MessageText, mustJSON(wire.Request{Type: wire.TypeUnsubscribe, ID: s.ID}))
 			if err := c.send(ctx, conn, s); err != nil {
 				return err
 			}
@@ -209,16 +184,13 @@ func (c *Client) session(ctx context.Context) error {
 }
 
 func (c *Client) send(ctx context.Context, conn *websocket.Conn, s *Sub) error {
-	m := map[string]any{"type": "subscribe", "id": s.ID, "account_sid": s.AccountSID}
-	if len(s.Users) > 0 {
-		m["users"] = s.Users
-	}
+	req := wire.Request{Type: wire.TypeSubscribe, ID: s.ID, AccountSID: s.AccountSID, Users: s.Users}
 	s.mu.Lock()
 	if s.epoch != "" {
-		m["since"] = map[string]any{"epoch": s.epoch, "seq": s.seq}
+		req.Since = &wire.Position{Epoch: s.epoch, Seq: s.seq}
 	}
 	s.mu.Unlock()
-	return conn.Write(ctx, websocket.MessageText, mustJSON(m))
+	return conn.Write(ctx, websocket.MessageText, mustJSON(req))
 }
 
 func mustJSON(v any) []byte {
@@ -231,21 +203,21 @@ func (s *Sub) apply(f *Frame) (gap bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch f.Type {
-	case "snapshot":
+	case wire.TypeSnapshot:
 		s.state = make(map[string]User, len(f.Users))
 		for _, u := range f.Users {
-			if u.RegisteredStatus == "active" || len(s.Users) > 0 {
+			if u.RegisteredStatus == wire.StatusActive || len(s.Users) > 0 {
 				s.state[u.Name] = u
 			}
 		}
 		s.epoch, s.seq = f.Epoch, f.Seq
 		s.snaps++
 		s.markSynced()
-	case "resumed":
+	case wire.TypeResumed:
 		s.epoch, s.seq = f.Epoch, f.Seq
 		s.resumes++
 		s.markSynced()
-	case "change":
+	case wire.TypeChange:
 		if f.Seq != s.seq+1 && !(f.Conflated && f.Seq > s.seq) {
 			s.gaps++
 			return true
@@ -254,12 +226,12 @@ func (s *Sub) apply(f *Frame) (gap bool) {
 		if f.User == nil {
 			return false
 		}
-		if f.User.RegisteredStatus == "active" || len(s.Users) > 0 {
+		if f.User.RegisteredStatus == wire.StatusActive || len(s.Users) > 0 {
 			s.state[f.User.Name] = *f.User
 		} else {
 			delete(s.state, f.User.Name)
 		}
-	case "error":
+	case wire.TypeError:
 		s.lastErr = f
 	}
 	return false
