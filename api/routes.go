@@ -9,6 +9,7 @@ import (
 // routes lists every endpoint of the API.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(apiHeaders)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { encode(w, http.StatusNotFound, msg{"no such endpoint"}) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		encode(w, http.StatusMethodNotAllowed, msg{"method not allowed"})
@@ -53,4 +54,15 @@ func (s *server) routes() http.Handler {
 		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)
 	})
 	return r
+}
+
+// apiHeaders marks every answer as not to be sniffed into another type and
+// keeps the URL out of Referer headers (a stream ticket travels in one).
+func apiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
 }

@@ -123,7 +123,11 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie 
 		}
 		return p, false, store.ErrUnauthorized
 	}
-	if ck, err := r.Cookie(sessionCookie); err == nil && ck.Value != "" {
+	ck, err := r.Cookie("__Host-" + sessionCookie) // the dashboard's name when cookies are Secure
+	if err != nil {
+		ck, err = r.Cookie(sessionCookie)
+	}
+	if err == nil && ck.Value != "" {
 		p, err = s.dir.Session(r.Context(), ck.Value)
 		return p, true, err
 	}

@@ -31,16 +31,22 @@ func TestStreamCookieOrigin(t *testing.T) {
 		cookie string
 		origin string
 		want   int // 0: the upgrade succeeds
+		name2  string
 	}{
-		{"same origin", session, f.url, 0},
-		{"no origin (not a browser)", session, "", 0},
-		{"another origin", session, "https://evil.example.com", http.StatusForbidden},
-		{"unknown session", "nope", f.url, http.StatusUnauthorized},
+		{"same origin", session, f.url, 0, ""},
+		{"__Host- cookie (dashboard with Secure cookies)", session, f.url, 0, "__Host-ph_session"},
+		{"no origin (not a browser)", session, "", 0, ""},
+		{"another origin", session, "https://evil.example.com", http.StatusForbidden, ""},
+		{"unknown session", "nope", f.url, http.StatusUnauthorized, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := http.Header{}
-			h.Set("Cookie", "ph_session="+tt.cookie)
+			name := "ph_session"
+			if tt.name2 != "" {
+				name = tt.name2
+			}
+			h.Set("Cookie", name+"="+tt.cookie)
 			if tt.origin != "" {
 				h.Set("Origin", tt.origin)
 			}

@@ -50,7 +50,7 @@ func (s *server) handleSignInForm() http.HandlerFunc {
 // (reusing the one in the cookie, so several tabs can sign in).
 func (s *server) renderSignIn(w http.ResponseWriter, r *http.Request, status int, next, msg string) {
 	tok := ""
-	if c, err := r.Cookie(signInCookie); err == nil && len(c.Value) >= 32 && len(c.Value) <= 64 {
+	if c, err := s.readCookie(r, signInCookie); err == nil && len(c.Value) >= 32 && len(c.Value) <= 64 {
 		tok = c.Value
 	} else {
 		tok = randomToken()
@@ -67,7 +67,7 @@ func (s *server) handleSignIn() http.HandlerFunc {
 			return
 		}
 		next := safeNext(r.PostForm.Get("next"))
-		c, err := r.Cookie(signInCookie)
+		c, err := s.readCookie(r, signInCookie)
 		got := r.PostForm.Get(csrfField)
 		if err != nil || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(c.Value)) != 1 {
 			s.renderSignIn(w, r, http.StatusForbidden, next, "This sign-in form has expired. Please enter your key again.")
@@ -108,7 +108,7 @@ func (s *server) handleSignIn() http.HandlerFunc {
 			return
 		}
 		// A new sign-in replaces whatever session the browser had.
-		if old, err := r.Cookie(SessionCookie); err == nil && old.Value != "" && len(old.Value) <= 512 {
+		if old, err := s.readCookie(r, SessionCookie); err == nil && old.Value != "" && len(old.Value) <= 512 {
 			if err := s.dir.DeleteSession(r.Context(), old.Value); err != nil && !isClientError(err) {
 				s.log.Warn("could not delete the previous session", "err", err)
 			}

@@ -115,9 +115,10 @@ func wantRedirect(t *testing.T, w *httptest.ResponseRecorder, to string) {
 	}
 }
 
+// cookieNamed finds a cookie by name, with or without the __Host- prefix.
 func cookieNamed(w *httptest.ResponseRecorder, name string) *http.Cookie {
 	for _, c := range w.Result().Cookies() {
-		if c.Name == name {
+		if c.Name == name || c.Name == HostPrefix+name {
 			return c
 		}
 	}
@@ -156,7 +157,11 @@ func TestSignedOutHomeRedirectsToSignIn(t *testing.T) {
 // signIn walks the real form: GET for the token, POST with the key.
 func (e *env) signIn(key, next string, secureReq bool) *httptest.ResponseRecorder {
 	e.t.Helper()
-	w := e.do(http.MethodGet, "/signin", nil, "")
+	target := "/signin"
+	if secureReq {
+		target = "https://dash.example/signin"
+	}
+	w := e.do(http.MethodGet, target, nil, "")
 	c := cookieNamed(w, signInCookie)
 	form := url.Values{"api_key": {key}, csrfField: {c.Value}}
 	if next != "" {
@@ -191,6 +196,13 @@ func TestSignInSetsSessionCookie(t *testing.T) {
 			}
 			if c.Secure != (tt.secureOpt || tt.tlsReq) {
 				t.Errorf("Secure = %v", c.Secure)
+			}
+			wantName := SessionCookie
+			if c.Secure {
+				wantName = HostPrefix + SessionCookie
+			}
+			if c.Name != wantName {
+				t.Errorf("cookie name = %q, want %q", c.Name, wantName)
 			}
 			p, ok := e.dir.sessions[c.Value]
 			if !ok || p.KeySID != "k-sp" || e.dir.ttls[c.Value] != 2*time.Hour {

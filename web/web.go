@@ -85,6 +85,8 @@ const (
 	// browsers by it.
 	SessionCookie = "ph_session"
 	signInCookie  = "ph_signin" // double-submit CSRF token of the sign-in form
+	// HostPrefix is put before cookie names when cookies are Secure.
+	HostPrefix = "__Host-"
 	csrfField     = "csrf_token"
 )
 
@@ -202,7 +204,7 @@ func sessionFrom(ctx context.Context) session {
 // lookupSession returns the request's session; ok is false when there is
 // none or it expired. err is set only for an unexpected failure.
 func (s *server) lookupSession(r *http.Request) (ss session, ok bool, err error) {
-	c, cerr := r.Cookie(SessionCookie)
+	c, cerr := s.readCookie(r, SessionCookie)
 	if cerr != nil || c.Value == "" || len(c.Value) > 512 {
 		return session{}, false, nil
 	}
@@ -226,7 +228,7 @@ func (s *server) requireSession(next http.Handler) http.Handler {
 			return
 		}
 		if !ok {
-			if _, err := r.Cookie(SessionCookie); err == nil {
+			if _, err := s.readCookie(r, SessionCookie); err == nil {
 				s.clearCookie(w, r, SessionCookie) // expired or revoked
 			}
 			to := "/signin"
@@ -257,9 +259,24 @@ func (s *server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// cookieName is name with the __Host- prefix when cookies are Secure: the
+// browser then accepts the cookie only from this host over HTTPS with Path=/
+// and no Domain, so a sibling subdomain cannot plant or shadow it.
+func (s *server) cookieName(r *http.Request, name string) string {
+	if s.secure || r.TLS != nil {
+		return HostPrefix + name
+	}
+	return name
+}
+
+// readCookie returns the request's cookie called name (prefixed when secure).
+func (s *server) readCookie(r *http.Request, name string) (*http.Cookie, error) {
+	return r.Cookie(s.cookieName(r, name))
+}
+
 func (s *server) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
-		Name: name, Value: value, Path: "/", MaxAge: maxAge,
+		Name: s.cookieName(r, name), Value: value, Path: "/", MaxAge: maxAge,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure || r.TLS != nil,
 	}
 }

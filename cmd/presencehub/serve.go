@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/presencehub/presencehub/api"
@@ -17,6 +18,7 @@ import (
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/web"
+	"golang.org/x/net/netutil"
 )
 
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -34,6 +36,13 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	logLevel := fs.EnvString("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
 	logFormat := fs.EnvString("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
 	pprofAddr := fs.EnvString("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
+	secureCookies := fs.EnvBool("secure-cookies", "PRESENCEHUB_SECURE_COOKIES", false, "mark cookies Secure (with the __Host- prefix) and send HSTS even without --tls-cert: set it behind a TLS-terminating proxy")
+	var lim httpLimits
+	lim.readHeader = fs.EnvDuration("read-header-timeout", "PRESENCEHUB_READ_HEADER_TIMEOUT", 10*time.Second, "time a client has to send a request's headers")
+	lim.read = fs.EnvDuration("read-timeout", "PRESENCEHUB_READ_TIMEOUT", 30*time.Second, "time a client has to send a whole request, body included (a websocket is exempt once upgraded)")
+	lim.idle = fs.EnvDuration("idle-timeout", "PRESENCEHUB_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
+	lim.maxHeader = fs.EnvInt("max-header-bytes", "PRESENCEHUB_MAX_HEADER_BYTES", 32<<10, "largest request header block, in bytes")
+	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
@@ -43,6 +52,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if err := lim.check(); err != nil {
+		return err
 	}
 	if *reconcile == 0 {
 		*reconcile = -1
@@ -87,7 +99,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		Presence: h, Directory: db, Logger: log,
 		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
 	})
-	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != ""})
+	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", apiHandler)
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
@@ -105,7 +117,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ln = netutil.LimitListener(ln, lim.connections())
+	srv := lim.server(hsts(*tlsCert != "" || *secureCookies, mux), log)
 	scheme := "http"
 	if *tlsCert != "" {
 		scheme = "https"
@@ -140,6 +153,67 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Warn("shutdown", "err", err)
 	}
 	return runErr
+}
+
+// httpLimits bound what one client can hold open on the public listener.
+type httpLimits struct {
+	readHeader, read, idle *time.Duration
+	maxHeader, maxConns    *int
+}
+
+func (l httpLimits) check() error {
+	switch {
+	case *l.readHeader <= 0:
+		return errors.New("--read-header-timeout must be positive")
+	case *l.read <= 0:
+		return errors.New("--read-timeout must be positive")
+	case *l.idle <= 0:
+		return errors.New("--idle-timeout must be positive")
+	case *l.maxHeader < 1024:
+		return errors.New("--max-header-bytes must be at least 1024")
+	case *l.maxConns < 0:
+		return errors.New("--max-connections must not be negative")
+	}
+	return nil
+}
+
+// connections is --max-connections, or when 0 the process's open-file limit
+// less room for Redis, PostgreSQL and log files.
+func (l httpLimits) connections() int {
+	if *l.maxConns > 0 {
+		return *l.maxConns
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 16
+	}
+	return max(int(rl.Cur)-256, 64)
+}
+
+// server is the public HTTP server. ReadTimeout covers the headers and the
+// body of every request, so a trickled body cannot hold a connection open;
+// net/http clears the deadline when a websocket hijacks the connection, so
+// streams are not cut by it (their liveness is the ping/pong's job).
+func (l httpLimits) server(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: *l.readHeader,
+		ReadTimeout:       *l.read,
+		IdleTimeout:       *l.idle,
+		MaxHeaderBytes:    *l.maxHeader,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// hsts sends Strict-Transport-Security when the site is reached over TLS
+// (directly, or through a TLS-terminating proxy: --secure-cookies).
+func hsts(secure bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if secure || r.TLS != nil {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // servePprof serves the Go profiler on a loopback address of its own, never
