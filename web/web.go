@@ -87,7 +87,7 @@ const (
 	signInCookie  = "ph_signin" // double-submit CSRF token of the sign-in form
 	// HostPrefix is put before cookie names when cookies are Secure.
 	HostPrefix = "__Host-"
-	csrfField     = "csrf_token"
+	csrfField  = "csrf_token"
 )
 
 // CSP is the Content-Security-Policy of every response.
