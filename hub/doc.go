@@ -2,9 +2,13 @@
 // every change out to subscribers.
 //
 // Concurrency contract: one owner goroutine (started by Run) is the only
-// writer. It applies updates from a Source, runs the hub's own expiry clock,
-// assigns per-realm sequence numbers and pushes encoded changes into the
-// subscribers' bounded queues. Readers (REST, dashboard) take a per-realm read
+// writer of registrations, sequence numbers and history. It applies updates
+// from a Source, runs the hub's own expiry clock, assigns per-realm sequence
+// numbers and pushes encoded changes into the subscribers' bounded queues.
+// The one exception is the realm's known SIP clients (SetClients, fed by the
+// PostgreSQL watcher): they are replaced by their caller under the realm's
+// lock, emit no change, and only give the flags of users who are not
+// registered, which the owner and the readers read under the same lock. Readers (REST, dashboard) take a per-realm read
 // lock and never wait for the owner's work on other realms. Subscribe takes the
 // realm's write lock, so the snapshot it returns and the first change it queues
 // are adjacent: nothing falls between them and nothing is delivered twice.

@@ -84,17 +84,6 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	h := hub.New(hub.Options{History: *history, QueueLen: *queueLen, Logger: log})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	hubDone := make(chan error, 1)
-	go func() { hubDone <- h.Run(ctx, src) }()
-	go func() {
-		err := db.WatchClients(ctx, func(realm string, clients map[string]hub.Flags) { h.SetClients(realm, clients) })
-		if err != nil && ctx.Err() == nil {
-			log.Error("watching SIP clients in postgres stopped", "err", err)
-		}
-	}()
-
 	apiHandler := api.New(api.Options{
 		Presence: h, Directory: db, Logger: log,
 		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
@@ -107,12 +96,15 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	mux.Handle("/", webHandler)
 
+	// Listen before any goroutine starts, so that a failure here has
+	// nothing to stop.
+	var pprofLn net.Listener
 	if *pprofAddr != "" {
-		if err := servePprof(ctx, *pprofAddr, log); err != nil {
+		if pprofLn, err = listenPprof(*pprofAddr); err != nil {
 			return err
 		}
+		defer pprofLn.Close()
 	}
-
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -124,35 +116,71 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		scheme = "https"
 	}
 	url := scheme + "://" + displayAddr(ln.Addr().String())
+
+	// serve waits for every goroutine it starts, stopping them one after
+	// the other in this order: the hub (whose Run returns only after the
+	// Redis source's Watch returned: cancelling it closes every websocket
+	// subscription), the PostgreSQL watcher, the profiler, the HTTP server.
+	// Only then do the deferred src.Close and db.Close run.
+	ts := newTasks()
+	ts.start(ctx, "redis", func(ctx context.Context) error { return h.Run(ctx, src) })
+	ts.start(ctx, "postgres watcher", func(ctx context.Context) error {
+		err := db.WatchClients(ctx, func(realm string, clients map[string]hub.Flags) { h.SetClients(realm, clients) })
+		if err != nil && ctx.Err() == nil {
+			// The dashboard's flags of unregistered users go stale; the
+			// rest keeps working, so serve does not stop.
+			log.Error("watching SIP clients in postgres stopped", "err", err)
+		}
+		return nil
+	})
+	if pprofLn != nil {
+		ts.start(ctx, "pprof", func(ctx context.Context) error {
+			return serveUntil(ctx, &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}, pprofLn, nil)
+		})
+		log.Info("profiler", "url", "http://"+pprofLn.Addr().String()+"/debug/pprof/")
+	}
+	ts.start(ctx, "http server", func(ctx context.Context) error {
+		var tlsFiles []string
+		if *tlsCert != "" {
+			tlsFiles = []string{*tlsCert, *tlsKey}
+		}
+		return serveUntil(ctx, srv, ln, tlsFiles)
+	})
 	fmt.Fprintf(stdout, "presencehub %s serving on %s\n", version, url)
 	log.Info("serving", "url", url, "redis", redactURL(*c.RedisURL), "postgres", redactURL(*c.DatabaseURL))
 
-	serveErr := make(chan error, 1)
-	go func() {
-		if *tlsCert != "" {
-			serveErr <- srv.ServeTLS(ln, *tlsCert, *tlsKey)
-		} else {
-			serveErr <- srv.Serve(ln)
-		}
-	}()
-	var runErr error
 	select {
 	case <-ctx.Done():
-	case err := <-serveErr:
-		runErr = fmt.Errorf("http server: %w", err)
-	case err := <-hubDone:
-		if err != nil {
-			runErr = fmt.Errorf("redis: %w", err)
-		}
+	case <-ts.failed:
 	}
 	log.Info("shutting down")
-	shutCtx, shutCancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer shutCancel()
-	cancel() // ends the hub, which closes every websocket subscription (1001 going away)
-	if err := srv.Shutdown(shutCtx); err != nil {
-		log.Warn("shutdown", "err", err)
+	return ts.stop()
+}
+
+// serveUntil serves HTTP on ln (HTTPS with tlsFiles: certificate and key)
+// until ctx is done, then shuts the server down (closing what is still open
+// after 10 s) and returns once Serve has returned.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles []string) error {
+	errc := make(chan error, 1)
+	go func() {
+		if tlsFiles != nil {
+			errc <- srv.ServeTLS(ln, tlsFiles[0], tlsFiles[1])
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
 	}
-	return runErr
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		srv.Close()
+	}
+	<-errc // http.ErrServerClosed
+	return nil
 }
 
 // httpLimits bound what one client can hold open on the public listener.
@@ -216,27 +244,28 @@ func hsts(secure bool, next http.Handler) http.Handler {
 	})
 }
 
-// servePprof serves the Go profiler on a loopback address of its own, never
-// on the public listener.
-func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+// listenPprof listens for the Go profiler on a loopback address of its own,
+// never on the public listener.
+func listenPprof(addr string) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("--pprof %q: want a loopback address such as 127.0.0.1:6060", addr)
+		return nil, fmt.Errorf("--pprof %q: want a loopback address such as 127.0.0.1:6060", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--pprof: %w", err)
+		return nil, fmt.Errorf("--pprof: %w", err)
 	}
+	return ln, nil
+}
+
+// pprofMux serves the Go profiles (net/http/pprof).
+func pprofMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	context.AfterFunc(ctx, func() { srv.Close() })
-	log.Info("profiler", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return nil
+	return mux
 }
 
 func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
