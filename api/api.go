@@ -8,8 +8,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
+	"github.com/presencehub/presencehub/api/ratelimit"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 )
@@ -63,6 +65,27 @@ type Options struct {
 	Metrics func(w *MetricsWriter)
 	// Stream tunes the websocket endpoint; zero values take defaults.
 	Stream StreamOptions
+	// Limits are the rate limits; zero values mean no limit.
+	Limits Limits
+}
+
+// Limits are the API's rate limits (token buckets, 429 past them).
+type Limits struct {
+	// Proxies whose X-Forwarded-For names the client; none by default.
+	Proxies ratelimit.Proxies
+	// PerIP: requests per client IP to the authenticated REST endpoints.
+	PerIP ratelimit.Spec
+	// PerKey: requests per API key (or dashboard session's key).
+	PerKey ratelimit.Spec
+	// AuthFailures: failed authentications per client IP; past it, requests
+	// from that IP are refused before their token is looked up.
+	AuthFailures ratelimit.Spec
+	// Tickets: stream tickets issued per key.
+	Tickets ratelimit.Spec
+	// TicketsPerKey caps the unused, unexpired tickets of one key (default 100).
+	TicketsPerKey int
+	// MaxKeys caps the keys each limiter tracks (default 100,000).
+	MaxKeys int
 }
 
 // StreamOptions tune GET /v1/stream.
@@ -81,6 +104,14 @@ type server struct {
 	stream  StreamOptions
 	tickets *tickets
 	stats   streamStats
+	lim     limiters
+}
+
+// limiters are the buckets of Limits.
+type limiters struct {
+	proxies                     ratelimit.Proxies
+	ip, key, authFails, tickets *ratelimit.Limiter
+	limited                     atomic.Uint64 // requests answered 429
 }
 
 // New returns the API as one http.Handler. Paths it does not serve answer
@@ -92,8 +123,14 @@ func New(opts Options) http.Handler {
 		log:     opts.Logger,
 		metrics: opts.Metrics,
 		stream:  opts.Stream,
-		tickets: newTickets(),
+		tickets: newTickets(opts.Limits.TicketsPerKey),
 	}
+	lm := opts.Limits
+	s.lim.proxies = lm.Proxies
+	s.lim.ip = ratelimit.New(lm.PerIP, lm.MaxKeys)
+	s.lim.key = ratelimit.New(lm.PerKey, lm.MaxKeys)
+	s.lim.authFails = ratelimit.New(lm.AuthFailures, lm.MaxKeys)
+	s.lim.tickets = ratelimit.New(lm.Tickets, lm.MaxKeys)
 	if s.log == nil {
 		s.log = slog.Default()
 	}

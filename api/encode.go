@@ -62,10 +62,16 @@ var (
 // store's error vocabulary becomes HTTP. Unexpected errors are logged and
 // answered with a generic 500.
 func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	var ae *apiError
+	var (
+		ae *apiError
+		rl *rateLimited
+	)
 	switch {
 	case errors.As(err, &ae):
 		encode(w, ae.status, msg{ae.msg})
+	case errors.As(err, &rl):
+		rl.d.SetHeaders(w.Header())
+		encode(w, http.StatusTooManyRequests, msg{rl.msg})
 	case errors.Is(err, store.ErrNotFound):
 		encode(w, http.StatusNotFound, msg{clientMessage(err, "not found")})
 	case errors.Is(err, store.ErrConflict):

@@ -64,6 +64,7 @@ func (s *server) handleMetrics() http.HandlerFunc {
 		m.Counter("presencehub_stream_frames_total", "Frames written to websocket clients.", st.frames.Load())
 		m.Counter("presencehub_stream_resync_snapshots_total", "Fresh snapshots sent to subscribers that fell behind.", st.resyncs.Load())
 		m.Counter("presencehub_stream_bad_messages_total", "Client frames answered with an error frame.", st.badMessages.Load())
+		m.Counter("presencehub_http_rate_limited_total", "Requests answered 429 by a rate limit.", s.lim.limited.Load())
 		if s.metrics != nil {
 			s.metrics(m)
 		}

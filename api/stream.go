@@ -114,7 +114,7 @@ func (w leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // dashboard session cookie (viaCookie true).
 func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie bool, err error) {
 	if token, ok := bearer(r); ok {
-		p, err = s.dir.Authenticate(r.Context(), token)
+		p, err = s.authenticate(r, s.lim.proxies.ClientIP(r), token)
 		return p, false, err
 	}
 	if t := r.URL.Query().Get("ticket"); t != "" {

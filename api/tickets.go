@@ -1,6 +1,7 @@
 package api
 
 import (
+	"container/heap"
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
@@ -16,9 +17,17 @@ const ticketTTL = 30 * time.Second
 // tickets are short-lived, single-use credentials for browsers, which cannot
 // set an Authorization header on a websocket upgrade; a long-lived key never
 // goes into a URL.
+//
+// Expired tickets leave from a min-heap ordered by expiry, so issuing costs
+// O(log n) however many tickets are outstanding (no sweep of the whole map).
+// Each key may hold at most perKey unused, unexpired tickets.
 type tickets struct {
-	mu sync.Mutex
-	m  map[string]ticket
+	mu     sync.Mutex
+	m      map[string]ticket
+	byKey  map[string]int // outstanding tickets per api_key_sid
+	exp    ticketHeap
+	perKey int
+	now    func() time.Time
 }
 
 type ticket struct {
@@ -26,41 +35,113 @@ type ticket struct {
 	expires time.Time
 }
 
-func newTickets() *tickets { return &tickets{m: make(map[string]ticket)} }
+func newTickets(perKey int) *tickets {
+	if perKey <= 0 {
+		perKey = 100
+	}
+	return &tickets{m: make(map[string]ticket), byKey: make(map[string]int), perKey: perKey, now: time.Now}
+}
 
-func (t *tickets) issue(p store.Principal) string {
+// issue returns a new ticket for p, or false when p's key already holds
+// perKey outstanding tickets.
+func (t *tickets) issue(p store.Principal) (string, bool) {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	id := base64.RawURLEncoding.EncodeToString(b[:])
-	now := time.Now()
+	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, v := range t.m { // tickets are few; sweep expired ones here
-		if now.After(v.expires) {
-			delete(t.m, k)
-		}
+	t.expire(now)
+	if t.byKey[p.KeySID] >= t.perKey {
+		return "", false
 	}
-	t.m[id] = ticket{p: p, expires: now.Add(ticketTTL)}
-	return id
+	exp := now.Add(ticketTTL)
+	t.m[id] = ticket{p: p, expires: exp}
+	t.byKey[p.KeySID]++
+	heap.Push(&t.exp, ticketExpiry{id: id, at: exp})
+	return id, true
 }
 
-// redeem returns the ticket's principal once; false when unknown, used or expired.
+// expire drops the tickets whose time has passed (the heap's head first).
+func (t *tickets) expire(now time.Time) {
+	for len(t.exp) > 0 && !now.Before(t.exp[0].at) {
+		e := heap.Pop(&t.exp).(ticketExpiry)
+		if tk, ok := t.m[e.id]; ok {
+			t.forget(e.id, tk)
+		}
+	}
+}
+
+func (t *tickets) forget(id string, tk ticket) {
+	delete(t.m, id)
+	if n := t.byKey[tk.p.KeySID] - 1; n > 0 {
+		t.byKey[tk.p.KeySID] = n
+	} else {
+		delete(t.byKey, tk.p.KeySID)
+	}
+}
+
+// redeem returns the ticket's principal once; false when unknown, used or
+// expired. A redeemed ticket's heap entry stays until its expiry and is then
+// dropped without effect.
 func (t *tickets) redeem(id string) (store.Principal, bool) {
+	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tk, ok := t.m[id]
-	delete(t.m, id)
-	if !ok || time.Now().After(tk.expires) {
+	if !ok {
+		return store.Principal{}, false
+	}
+	t.forget(id, tk)
+	if !now.Before(tk.expires) {
 		return store.Principal{}, false
 	}
 	return tk.p, true
 }
 
+// outstanding is the number of unexpired, unused tickets (for tests).
+func (t *tickets) outstanding() (tickets, heapLen int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m), len(t.exp)
+}
+
+type ticketExpiry struct {
+	id string
+	at time.Time
+}
+
+// ticketHeap is a container/heap of expiries, earliest first.
+type ticketHeap []ticketExpiry
+
+func (h ticketHeap) Len() int           { return len(h) }
+func (h ticketHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h ticketHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *ticketHeap) Push(x any)        { *h = append(*h, x.(ticketExpiry)) }
+func (h *ticketHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// handleTicketCreate issues a stream ticket: at most Limits.Tickets per key
+// and Limits.TicketsPerKey outstanding, else 429.
 func (s *server) handleTicketCreate() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		encode(w, http.StatusCreated, map[string]any{
-			"ticket":     s.tickets.issue(principal(r.Context())),
-			"expires_in": int(ticketTTL / time.Second),
-		})
+		p := principal(r.Context())
+		d := s.lim.tickets.Allow(p.KeySID)
+		if !d.OK {
+			s.tooMany(w, d, "too many stream tickets requested with this api key")
+			return
+		}
+		id, ok := s.tickets.issue(p)
+		if !ok {
+			s.lim.limited.Add(1)
+			w.Header().Set("Retry-After", "30")
+			encode(w, http.StatusTooManyRequests, msg{"this api key holds too many unused stream tickets; use them or wait for them to expire (30 s)"})
+			return
+		}
+		encode(w, http.StatusCreated, map[string]any{"ticket": id, "expires_in": int(ticketTTL / time.Second)})
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -61,6 +63,12 @@ func (s *server) renderSignIn(w http.ResponseWriter, r *http.Request, status int
 
 func (s *server) handleSignIn() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if d := s.signIns.Allow(s.proxies.ClientIP(r)); !d.OK {
+			d.SetHeaders(w.Header())
+			s.renderSignIn(w, r, http.StatusTooManyRequests, "/", fmt.Sprintf(
+				"Too many sign-in attempts from your address. Please wait %d seconds and try again.", max(1, int(math.Ceil(d.RetryAfter.Seconds())))))
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
 			s.renderSignIn(w, r, http.StatusBadRequest, "/", "The form could not be read. Please try again.")

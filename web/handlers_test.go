@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehub/presencehub/api/ratelimit"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/static"
 	"github.com/presencehub/presencehub/store"
@@ -800,5 +801,23 @@ func TestAccountPageEscapesUserData(t *testing.T) {
 	}
 	if attrVal(byAttr(doc, "id", "filter-q")[0], "value") != evil {
 		t.Error("search box lost its value")
+	}
+}
+
+// TestSignInRateLimited: sign-in attempts per client IP are limited (brute
+// force of keys through the form), with Retry-After and a readable page.
+func TestSignInRateLimited(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.SignIns = ratelimit.New(ratelimit.Spec{Rate: 0.01, Burst: 2}, 0) })
+	got := []int{e.signIn("wrong-key", "", false).Code, e.signIn("wrong-key", "", false).Code}
+	w := e.signIn("admin-key", "", false)
+	got = append(got, w.Code)
+	if fmt.Sprint(got) != "[401 401 429]" {
+		t.Fatalf("three sign-ins with a burst of 2: %v, want [401 401 429]", got)
+	}
+	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "Too many sign-in attempts") {
+		t.Errorf("429 page: Retry-After %q, body %s", w.Header().Get("Retry-After"), w.Body.String())
+	}
+	if cookieNamed(w, SessionCookie) != nil {
+		t.Error("a session was created past the limit")
 	}
 }

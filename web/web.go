@@ -31,6 +31,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
 
+	"github.com/presencehub/presencehub/api/ratelimit"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 )
@@ -77,6 +78,10 @@ type Options struct {
 	Secure bool
 	// Now is the clock (default time.Now); tests may replace it.
 	Now func() time.Time
+	// SignIns limits sign-in attempts per client IP (nil: no limit).
+	SignIns *ratelimit.Limiter
+	// Proxies whose X-Forwarded-For names the client.
+	Proxies ratelimit.Proxies
 }
 
 // Cookie names.
@@ -104,13 +109,16 @@ type server struct {
 	ttl    time.Duration
 	secure bool
 	now    func() time.Time
+
+	signIns *ratelimit.Limiter
+	proxies ratelimit.Proxies
 }
 
 // New returns the dashboard as one http.Handler serving /, /signin,
 // /signout, /accounts/… and /static/….
 func New(opts Options) http.Handler {
 	s := &server{pres: opts.Presence, dir: opts.Directory, log: opts.Logger, ttl: opts.SessionTTL,
-		secure: opts.Secure, now: opts.Now}
+		secure: opts.Secure, now: opts.Now, signIns: opts.SignIns, proxies: opts.Proxies}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -74,6 +74,14 @@ func (b *bench) spawn(ctx context.Context) (*benchServer, error) {
 		"PRESENCEHUB_DATABASE_URL="+*b.c.DatabaseURL,
 		"PRESENCEHUB_ENCRYPTION_KEY="+key,
 	)
+	// The load generators send from one address with one key, far above the
+	// per-IP and per-key REST limits: the benchmarks measure the server, not
+	// its limiter, unless the environment asks for limits.
+	for _, k := range []string{"PRESENCEHUB_RATE_IP", "PRESENCEHUB_RATE_KEY", "PRESENCEHUB_RATE_TICKETS"} {
+		if os.Getenv(k) == "" {
+			cmd.Env = append(cmd.Env, k+"=0")
+		}
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/presencehub/presencehub/api"
+	"github.com/presencehub/presencehub/api/ratelimit"
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
@@ -42,6 +43,16 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	lim.read = fs.EnvDuration("read-timeout", "PRESENCEHUB_READ_TIMEOUT", 30*time.Second, "time a client has to send a whole request, body included (a websocket is exempt once upgraded)")
 	lim.idle = fs.EnvDuration("idle-timeout", "PRESENCEHUB_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
 	lim.maxHeader = fs.EnvInt("max-header-bytes", "PRESENCEHUB_MAX_HEADER_BYTES", 32<<10, "largest request header block, in bytes")
+	rl := rateFlags{
+		proxies:    fs.EnvString("trusted-proxies", "PRESENCEHUB_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)"),
+		ip:         fs.EnvString("rate-ip", "PRESENCEHUB_RATE_IP", "200:400", "REST requests per second per client IP, RATE:BURST (0 disables)"),
+		key:        fs.EnvString("rate-key", "PRESENCEHUB_RATE_KEY", "100:200", "REST requests per second per API key, RATE:BURST (0 disables)"),
+		authFails:  fs.EnvString("rate-auth-failures", "PRESENCEHUB_RATE_AUTH_FAILURES", "20:20", "failed authentications per second per client IP before its requests are refused unchecked, RATE:BURST (0 disables)"),
+		tickets:    fs.EnvString("rate-tickets", "PRESENCEHUB_RATE_TICKETS", "2:10", "stream tickets per second per API key, RATE:BURST (0 disables)"),
+		signIns:    fs.EnvString("rate-signin", "PRESENCEHUB_RATE_SIGNIN", "1:10", "dashboard sign-in attempts per second per client IP, RATE:BURST (0 disables)"),
+		ticketsCap: fs.EnvInt("tickets-per-key", "PRESENCEHUB_TICKETS_PER_KEY", 100, "unused, unexpired stream tickets one API key may hold"),
+		maxKeys:    fs.EnvInt("rate-limit-keys", "PRESENCEHUB_RATE_LIMIT_KEYS", 100_000, "keys (IPs, API keys) each rate limiter tracks; idle ones are forgotten first"),
+	}
 	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
 	if err := fs.ParseArgs(args); err != nil {
 		return err
@@ -54,6 +65,10 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if err := lim.check(); err != nil {
+		return err
+	}
+	limits, signIns, err := rl.parse()
+	if err != nil {
 		return err
 	}
 	if *reconcile == 0 {
@@ -87,8 +102,10 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	apiHandler := api.New(api.Options{
 		Presence: h, Directory: db, Logger: log,
 		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
+		Limits:  limits,
 	})
-	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies})
+	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
+		SignIns: signIns, Proxies: limits.Proxies})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", apiHandler)
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
@@ -181,6 +198,38 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles
 	}
 	<-errc // http.ErrServerClosed
 	return nil
+}
+
+// rateFlags are the rate-limit flags.
+type rateFlags struct {
+	proxies, ip, key, authFails, tickets, signIns *string
+	ticketsCap, maxKeys                           *int
+}
+
+func (f rateFlags) parse() (api.Limits, *ratelimit.Limiter, error) {
+	var l api.Limits
+	var err error
+	if l.Proxies, err = ratelimit.ParseProxies(*f.proxies); err != nil {
+		return l, nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	var signIns ratelimit.Spec
+	for _, s := range []struct {
+		name string
+		v    *string
+		dst  *ratelimit.Spec
+	}{
+		{"--rate-ip", f.ip, &l.PerIP}, {"--rate-key", f.key, &l.PerKey}, {"--rate-auth-failures", f.authFails, &l.AuthFailures},
+		{"--rate-tickets", f.tickets, &l.Tickets}, {"--rate-signin", f.signIns, &signIns},
+	} {
+		if *s.dst, err = ratelimit.ParseSpec(*s.v); err != nil {
+			return l, nil, fmt.Errorf("%s %w", s.name, err)
+		}
+	}
+	if *f.ticketsCap < 1 || *f.maxKeys < 1 {
+		return l, nil, errors.New("--tickets-per-key and --rate-limit-keys must be at least 1")
+	}
+	l.TicketsPerKey, l.MaxKeys = *f.ticketsCap, *f.maxKeys
+	return l, ratelimit.New(signIns, l.MaxKeys), nil
 }
 
 // httpLimits bound what one client can hold open on the public listener.
