@@ -58,45 +58,56 @@ var (
 	errNotFound  = &apiError{http.StatusNotFound, "not found"}
 )
 
-// fail maps err to a status and a {"msg": …} body: the one place where the
-// store's error vocabulary becomes HTTP. Unexpected errors are logged and
-// answered with a generic 500.
+// fail answers err with a status and a {"msg": …} body (see problem).
+// Unexpected errors are logged and answered with a generic 500.
 func fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, message, ok := problem(err)
+	var rl *rateLimited
+	switch {
+	case !ok:
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case errors.As(err, &rl):
+		rl.d.SetHeaders(w.Header())
+	case status == http.StatusUnauthorized && errors.Is(err, store.ErrUnauthorized):
+		unauthorized(w, "invalid_token", message)
+		return
+	}
+	encode(w, status, msg{message})
+}
+
+// problem is the one place where an error becomes what a client is told: an
+// HTTP status and a message. The stream derives its error codes from it.
+// ok is false for an unexpected error (500, "internal error").
+func problem(err error) (status int, message string, ok bool) {
 	var (
 		ae *apiError
 		rl *rateLimited
+		se *store.Error
 	)
 	switch {
 	case errors.As(err, &ae):
-		encode(w, ae.status, msg{ae.msg})
+		return ae.status, ae.msg, true
 	case errors.As(err, &rl):
-		rl.d.SetHeaders(w.Header())
-		encode(w, http.StatusTooManyRequests, msg{rl.msg})
-	case errors.Is(err, store.ErrNotFound):
-		encode(w, http.StatusNotFound, msg{clientMessage(err, "not found")})
-	case errors.Is(err, store.ErrConflict):
-		encode(w, http.StatusConflict, msg{clientMessage(err, "conflict")})
-	case errors.Is(err, store.ErrInvalid):
-		encode(w, http.StatusBadRequest, msg{clientMessage(err, "invalid request")})
-	case errors.Is(err, store.ErrUnauthorized):
-		unauthorized(w, "invalid_token", "invalid or expired token")
+		return http.StatusTooManyRequests, rl.msg, true
+	}
+	kind := store.KindOf(err)
+	switch kind {
+	case store.KindNotFound:
+		status, message = http.StatusNotFound, "not found"
+	case store.KindConflict:
+		status, message = http.StatusConflict, "conflict"
+	case store.KindInvalid:
+		status, message = http.StatusBadRequest, "invalid request"
+	case store.KindUnauthorized:
+		// Never say which: unknown, expired or missing.
+		return http.StatusUnauthorized, "invalid or expired token", true
 	default:
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		encode(w, http.StatusInternalServerError, msg{"internal error"})
+		return http.StatusInternalServerError, "internal error", false
 	}
-}
-
-// clientMessage strips the sentinel's own text from a wrapped store error, so
-// "username: the client's username already exists: conflict" reads well.
-func clientMessage(err error, fallback string) string {
-	s := err.Error()
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrConflict, store.ErrInvalid} {
-		s = strings.TrimSuffix(s, ": "+sentinel.Error())
+	if errors.As(err, &se) && se.Message != "" {
+		message = se.Message
 	}
-	if s == "" || s == store.ErrNotFound.Error() || s == store.ErrConflict.Error() || s == store.ErrInvalid.Error() {
-		return fallback
-	}
-	return s
+	return status, message, true
 }
 
 func unauthorized(w http.ResponseWriter, code, message string) {

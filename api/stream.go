@@ -287,17 +287,16 @@ func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 	actx := withPrincipal(ctx, sc.p)
 	a, err := sc.s.account(actx, f.AccountSID)
 	if err != nil {
-		var ae *apiError
-		switch {
-		case errors.As(err, &ae) && ae.status == http.StatusForbidden:
-			sc.fail(f.ID, wire.CodeForbidden, "insufficient permissions")
-		case errors.As(err, &ae):
-			sc.fail(f.ID, wire.CodeBadRequest, ae.msg)
-		case errors.Is(err, store.ErrNotFound):
-			sc.fail(f.ID, wire.CodeNotFound, "no account with this sid")
-		default:
+		switch status, message, ok := problem(err); {
+		case !ok || status == http.StatusUnauthorized || status == http.StatusConflict:
 			sc.s.log.Error("stream subscribe failed", "err", err)
 			sc.fail(f.ID, wire.CodeInternal, "internal error")
+		case status == http.StatusForbidden:
+			sc.fail(f.ID, wire.CodeForbidden, message)
+		case status == http.StatusNotFound:
+			sc.fail(f.ID, wire.CodeNotFound, "no account with this sid")
+		default:
+			sc.fail(f.ID, wire.CodeBadRequest, message)
 		}
 		return
 	}

@@ -113,15 +113,15 @@ func (db *DB) invalidateAuth() {
 // constraintErrors gives the errors of named constraints, so that messages
 // say what is wrong in the caller's terms.
 var constraintErrors = map[string]error{
-	"service_providers_name_key":         fmt.Errorf("a service provider with that name already exists: %w", ErrConflict),
-	"accounts_sip_realm_key":             fmt.Errorf("the sip_realm is already in use by another account: %w", ErrConflict),
-	"accounts_sip_realm_check":           fmt.Errorf("the sip_realm is not a valid domain name: %w", ErrInvalid),
-	"accounts_service_provider_sid_fkey": fmt.Errorf("unknown service provider: %w", ErrInvalid),
-	"api_keys_service_provider_sid_fkey": fmt.Errorf("unknown service provider: %w", ErrInvalid),
-	"api_keys_account_sid_fkey":          fmt.Errorf("unknown account: %w", ErrInvalid),
-	"clients_account_sid_fkey":           fmt.Errorf("unknown account: %w", ErrInvalid),
-	"clients_account_username_key":       fmt.Errorf("the client's username already exists: %w", ErrConflict),
-	"sessions_api_key_sid_fkey":          fmt.Errorf("unknown api key: %w", ErrInvalid),
+	"service_providers_name_key":         newError(KindConflict, "name", "a service provider with that name already exists"),
+	"accounts_sip_realm_key":             newError(KindConflict, "sip_realm", "the sip_realm is already in use by another account"),
+	"accounts_sip_realm_check":           newError(KindInvalid, "sip_realm", "the sip_realm is not a valid domain name"),
+	"accounts_service_provider_sid_fkey": newError(KindInvalid, "service_provider_sid", "unknown service provider"),
+	"api_keys_service_provider_sid_fkey": newError(KindInvalid, "service_provider_sid", "unknown service provider"),
+	"api_keys_account_sid_fkey":          newError(KindInvalid, "account_sid", "unknown account"),
+	"clients_account_sid_fkey":           newError(KindInvalid, "account_sid", "unknown account"),
+	"clients_account_username_key":       newError(KindConflict, "username", "the client's username already exists"),
+	"sessions_api_key_sid_fkey":          newError(KindInvalid, "", "unknown api key"),
 }
 
 // mapError translates a driver error into the store's vocabulary. what names
@@ -132,7 +132,7 @@ func mapError(err error, op, what string) error {
 		return nil
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+		return newError(KindNotFound, "", "%s", what)
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -141,19 +141,19 @@ func mapError(err error, op, what string) error {
 		}
 		switch pe.Code {
 		case "23505": // unique_violation
-			return fmt.Errorf("%s: already exists: %w", op, ErrConflict)
+			return newError(KindConflict, "", "%s: already exists", op)
 		case "23503": // foreign_key_violation
-			return fmt.Errorf("%s: refers to something that does not exist: %w", op, ErrInvalid)
+			return newError(KindInvalid, "", "%s: refers to something that does not exist", op)
 		case "23514", "23502": // check_violation, not_null_violation
-			return fmt.Errorf("%s: violates %s: %w", op, pe.ConstraintName, ErrInvalid)
+			return newError(KindInvalid, "", "%s: violates %s", op, pe.ConstraintName)
 		case "22P02", "22001": // invalid_text_representation, string_data_right_truncation
-			return fmt.Errorf("%s: malformed value: %w", op, ErrInvalid)
+			return newError(KindInvalid, "", "%s: malformed value", op)
 		}
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-var errMalformedSID = fmt.Errorf("malformed sid: %w", ErrInvalid)
+var errMalformedSID = newError(KindInvalid, "", "malformed sid")
 
 // checkSID rejects sids that are not UUIDs before they reach the database
 // (where they would fail as invalid_text_representation) and returns the
@@ -199,7 +199,7 @@ func normalizeRealm(realm string) (string, error) {
 		return "", nil
 	}
 	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("sip_realm %q is not a valid domain name (%s): %w", realm, why, ErrInvalid)
+		return "", newError(KindInvalid, "sip_realm", "sip_realm %q is not a valid domain name (%s)", realm, why)
 	}
 	if len(realm) > 253 {
 		return bad("longer than 253 characters")
@@ -228,20 +228,20 @@ func normalizeRealm(realm string) (string, error) {
 func checkUsername(u string) error {
 	switch n := utf8.RuneCountInString(u); {
 	case u == "":
-		return fmt.Errorf("missing field username: %w", ErrInvalid)
+		return newError(KindInvalid, "username", "missing field username")
 	case !utf8.ValidString(u):
-		return fmt.Errorf("username is not valid UTF-8: %w", ErrInvalid)
+		return newError(KindInvalid, "username", "username is not valid UTF-8")
 	case n > 64:
-		return fmt.Errorf("username is longer than 64 characters: %w", ErrInvalid)
+		return newError(KindInvalid, "username", "username is longer than 64 characters")
 	}
 	for _, r := range u {
 		switch {
 		case r == '@':
-			return fmt.Errorf("username must not contain '@': %w", ErrInvalid)
+			return newError(KindInvalid, "username", "username must not contain '@'")
 		case unicode.IsSpace(r):
-			return fmt.Errorf("username must not contain whitespace: %w", ErrInvalid)
+			return newError(KindInvalid, "username", "username must not contain whitespace")
 		case unicode.IsControl(r):
-			return fmt.Errorf("username must not contain control characters: %w", ErrInvalid)
+			return newError(KindInvalid, "username", "username must not contain control characters")
 		}
 	}
 	return nil

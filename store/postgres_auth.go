@@ -47,25 +47,25 @@ func (db *DB) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, string, error
 		return APIKey{}, "", err
 	}
 	if k.AccountSID, err = checkOptionalSID(k.AccountSID); err != nil {
-		return APIKey{}, "", fmt.Errorf("unknown account: %w", ErrInvalid)
+		return APIKey{}, "", newError(KindInvalid, "account_sid", "unknown account")
 	}
 	if k.ServiceProviderSID, err = checkOptionalSID(k.ServiceProviderSID); err != nil {
-		return APIKey{}, "", fmt.Errorf("unknown service provider: %w", ErrInvalid)
+		return APIKey{}, "", newError(KindInvalid, "service_provider_sid", "unknown service provider")
 	}
 	if k.ExpiresAt != nil && !k.ExpiresAt.After(time.Now()) {
-		return APIKey{}, "", fmt.Errorf("expires_at is in the past: %w", ErrInvalid)
+		return APIKey{}, "", newError(KindInvalid, "expires_at", "expires_at is in the past")
 	}
 	spColumn := k.ServiceProviderSID // what the row stores
 	switch {
 	case k.AccountSID != "":
 		a, err := db.Account(ctx, k.AccountSID)
 		if errors.Is(err, ErrNotFound) {
-			return APIKey{}, "", fmt.Errorf("unknown account: %w", ErrInvalid)
+			return APIKey{}, "", newError(KindInvalid, "account_sid", "unknown account")
 		} else if err != nil {
 			return APIKey{}, "", err
 		}
 		if k.ServiceProviderSID != "" && k.ServiceProviderSID != a.ServiceProviderSID {
-			return APIKey{}, "", fmt.Errorf("the account does not belong to that service provider: %w", ErrInvalid)
+			return APIKey{}, "", newError(KindInvalid, "account_sid", "the account does not belong to that service provider")
 		}
 		k.Scope, k.ServiceProviderSID, spColumn = ScopeAccount, a.ServiceProviderSID, ""
 	case k.ServiceProviderSID != "":
@@ -114,7 +114,7 @@ func (db *DB) APIKeys(ctx context.Context, p Principal) ([]APIKey, error) {
 	case ScopeAccount:
 		where, arg = `WHERE k.account_sid = $1`, p.AccountSID
 	default:
-		return nil, fmt.Errorf("unknown scope %q: %w", p.Scope, ErrInvalid)
+		return nil, newError(KindInvalid, "scope", "unknown scope %q", p.Scope)
 	}
 	if arg != nil && !ValidSID(arg.(string)) {
 		return nil, errMalformedSID
@@ -164,7 +164,7 @@ FROM api_keys k LEFT JOIN accounts a ON a.account_sid = k.account_sid`
 // It records last_used in the background, at most once a minute per key.
 func (db *DB) Authenticate(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
-		return Principal{}, fmt.Errorf("missing token: %w", ErrUnauthorized)
+		return Principal{}, newError(KindUnauthorized, "", "missing token")
 	}
 	h := tokenHash(token)
 	now := time.Now()
@@ -190,10 +190,10 @@ func (db *DB) Authenticate(ctx context.Context, token string) (Principal, error)
 // admit turns a cached entry into the answer for this instant.
 func (db *DB) admit(e authEntry, now time.Time, what string) (Principal, error) {
 	if !e.ok {
-		return Principal{}, fmt.Errorf("unknown %s: %w", what, ErrUnauthorized)
+		return Principal{}, newError(KindUnauthorized, "", "unknown %s", what)
 	}
 	if e.p.ExpiresAt != nil && !now.Before(*e.p.ExpiresAt) {
-		return Principal{}, fmt.Errorf("%s expired: %w", what, ErrUnauthorized)
+		return Principal{}, newError(KindUnauthorized, "", "%s expired", what)
 	}
 	db.touch(e.p.KeySID, now)
 	p := e.p
@@ -252,11 +252,11 @@ func (db *DB) touchLoop(ctx context.Context) {
 // exist (ErrInvalid) and not be expired (ErrUnauthorized).
 func (db *DB) CreateSession(ctx context.Context, p Principal, ttl time.Duration) (string, error) {
 	if ttl <= 0 {
-		return "", fmt.Errorf("session lifetime must be positive: %w", ErrInvalid)
+		return "", newError(KindInvalid, "", "session lifetime must be positive")
 	}
 	keySID, err := checkSID(p.KeySID)
 	if err != nil {
-		return "", fmt.Errorf("unknown api key: %w", ErrInvalid)
+		return "", newError(KindInvalid, "", "unknown api key")
 	}
 	token := newToken(sessionPrefix)
 	h := tokenHash(token)
@@ -279,9 +279,9 @@ func (db *DB) CreateSession(ctx context.Context, p Principal, ttl time.Duration)
 	case err != nil:
 		return "", mapError(err, "create session", "")
 	case !keyExists:
-		return "", fmt.Errorf("unknown api key: %w", ErrInvalid)
+		return "", newError(KindInvalid, "", "unknown api key")
 	case !inserted:
-		return "", fmt.Errorf("api key expired: %w", ErrUnauthorized)
+		return "", newError(KindUnauthorized, "", "api key expired")
 	}
 	return token, nil
 }
@@ -292,7 +292,7 @@ func (db *DB) CreateSession(ctx context.Context, p Principal, ttl time.Duration)
 // ErrUnauthorized. Results are cached briefly, like Authenticate's.
 func (db *DB) Session(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
-		return Principal{}, fmt.Errorf("missing session: %w", ErrUnauthorized)
+		return Principal{}, newError(KindUnauthorized, "", "missing session")
 	}
 	h := tokenHash(token)
 	now := time.Now()

@@ -25,7 +25,7 @@ const maxPasswordBytes = 1024
 
 func checkPassword(pw string) error {
 	if len(pw) > maxPasswordBytes {
-		return fmt.Errorf("password is longer than %d bytes: %w", maxPasswordBytes, ErrInvalid)
+		return newError(KindInvalid, "password", "password is longer than %d bytes", maxPasswordBytes)
 	}
 	return nil
 }
@@ -64,10 +64,10 @@ func (db *DB) CreateClient(ctx context.Context, c Client, password string) (Clie
 		return Client{}, err
 	}
 	if c.AccountSID == "" {
-		return Client{}, fmt.Errorf("missing field account_sid: %w", ErrInvalid)
+		return Client{}, newError(KindInvalid, "account_sid", "missing field account_sid")
 	}
 	if c.AccountSID, err = checkSID(c.AccountSID); err != nil {
-		return Client{}, fmt.Errorf("unknown account: %w", ErrInvalid)
+		return Client{}, newError(KindInvalid, "account_sid", "unknown account")
 	}
 	if err := checkUsername(c.Username); err != nil {
 		return Client{}, err

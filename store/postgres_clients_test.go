@@ -57,6 +57,9 @@ func TestUsernameValidation(t *testing.T) {
 		if err != nil && tt.msg != "" && !strings.Contains(err.Error(), tt.msg) {
 			t.Errorf("CreateClient(username %q): message %q does not mention %q", tt.username, err, tt.msg)
 		}
+		if se := asError(err); err != nil && (se == nil || se.Field != "username" || se.Kind != KindInvalid) {
+			t.Errorf("CreateClient(username %q) = %#v, want an *Error of KindInvalid for field username", tt.username, err)
+		}
 	}
 }
 
@@ -72,6 +75,9 @@ func TestClientUsernameIsUniquePerAccountIgnoringCase(t *testing.T) {
 	wantErr(t, "same username, other case, same account", err, ErrConflict)
 	if err != nil && !strings.Contains(err.Error(), "the client's username already exists") {
 		t.Errorf("conflict message %q should say \"the client's username already exists\"", err)
+	}
+	if se := asError(err); se == nil || se.Field != "username" || se.Kind != KindConflict {
+		t.Errorf("conflict error = %#v, want an *Error of KindConflict for field username", err)
 	}
 	mustClient(t, db, a2, "alice", "pw") // another account may use it
 
@@ -202,5 +208,38 @@ func TestClientPasswordIsEncryptedAtRest(t *testing.T) {
 	other := openDB(t, url, "another key")
 	if got, err := other.ClientPassword(ctx, c1.SID); err == nil || errors.Is(err, ErrNotFound) {
 		t.Errorf("ClientPassword with the wrong key = %q, %v; want a decryption error", got, err)
+	}
+}
+
+// TestClientErrorFields: the dashboard puts an error next to the field the
+// store names, so the store must name it.
+func TestClientErrorFields(t *testing.T) {
+	t.Parallel()
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	acct := mustAccount(t, db, mustSP(t, db, "sp"), "acct", "")
+	long := strings.Repeat("p", maxPasswordBytes+1)
+	tests := []struct {
+		name  string
+		err   error
+		kind  Kind
+		field string
+	}{
+		{"password too long", func() error {
+			_, err := db.CreateClient(ctx, Client{AccountSID: acct.SID, Username: "a"}, long)
+			return err
+		}(), KindInvalid, "password"},
+		{"update password too long", func() error {
+			c := mustClient(t, db, acct, "b", "pw")
+			return db.UpdateClient(ctx, c.SID, ClientUpdate{Password: &long})
+		}(), KindInvalid, "password"},
+		{"no account", func() error { _, err := db.CreateClient(ctx, Client{Username: "c"}, "pw"); return err }(), KindInvalid, "account_sid"},
+		{"unknown client", db.DeleteClient(ctx, "00000000-0000-0000-0000-000000000000"), KindNotFound, ""},
+	}
+	for _, tt := range tests {
+		se := asError(tt.err)
+		if se == nil || se.Kind != tt.kind || se.Field != tt.field || se.Message == "" {
+			t.Errorf("%s: %#v, want an *Error of %v for field %q with a message", tt.name, tt.err, tt.kind, tt.field)
+		}
 	}
 }

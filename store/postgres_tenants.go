@@ -16,7 +16,7 @@ import (
 func checkServiceProvider(sp *ServiceProvider) error {
 	sp.Name = strings.TrimSpace(sp.Name)
 	if sp.Name == "" {
-		return fmt.Errorf("missing field name: %w", ErrInvalid)
+		return newError(KindInvalid, "name", "missing field name")
 	}
 	return nil
 }
@@ -93,7 +93,7 @@ func (db *DB) DeleteServiceProvider(ctx context.Context, sid string) error {
 	tag, err := db.pool.Exec(ctx, `DELETE FROM service_providers WHERE service_provider_sid = $1`, sid)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23503" {
-		return fmt.Errorf("service provider %s still has accounts: %w", sid, ErrConflict)
+		return newError(KindConflict, "", "service provider %s still has accounts", sid)
 	}
 	if err == nil {
 		db.invalidateAuth() // its keys and their sessions are gone
@@ -115,13 +115,13 @@ func scanAccount(r pgx.Row) (Account, error) {
 func checkAccount(a *Account) error {
 	a.Name = strings.TrimSpace(a.Name)
 	if a.Name == "" {
-		return fmt.Errorf("missing field name: %w", ErrInvalid)
+		return newError(KindInvalid, "name", "missing field name")
 	}
 	if a.ServiceProviderSID == "" {
-		return fmt.Errorf("missing field service_provider_sid: %w", ErrInvalid)
+		return newError(KindInvalid, "service_provider_sid", "missing field service_provider_sid")
 	}
 	if !ValidSID(a.ServiceProviderSID) {
-		return fmt.Errorf("unknown service provider: %w", ErrInvalid)
+		return newError(KindInvalid, "service_provider_sid", "unknown service provider")
 	}
 	a.ServiceProviderSID = strings.ToLower(a.ServiceProviderSID)
 	var err error
@@ -191,7 +191,7 @@ func (db *DB) AccountByRealm(ctx context.Context, realm string) (Account, error)
 	norm, err := normalizeRealm(realm)
 	if err != nil || norm == "" {
 		// No account can have such a realm.
-		return Account{}, fmt.Errorf("account with sip_realm %q: %w", realm, ErrNotFound)
+		return Account{}, newError(KindNotFound, "", "account with sip_realm %q", realm)
 	}
 	a, err := scanAccount(db.pool.QueryRow(ctx, `SELECT `+accountColumns+` FROM accounts WHERE sip_realm = $1`, norm))
 	if err != nil {
@@ -238,7 +238,7 @@ func rowsAffected(tag pgconn.CommandTag, err error, op, what string) error {
 		return mapError(err, op, what)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
+		return newError(KindNotFound, "", "%s", what)
 	}
 	return nil
 }

@@ -2,23 +2,13 @@
 // (service providers, accounts, API keys, SIP clients and dashboard
 // sessions).
 //
-// Errors returned by store wrap one of ErrNotFound, ErrConflict, ErrInvalid
-// or ErrUnauthorized (test with errors.Is); anything else is unexpected.
+// Errors meant for a client are *Error values (errors.go): a Kind that
+// unwraps to ErrNotFound, ErrConflict, ErrInvalid or ErrUnauthorized, the
+// field at fault and a message; anything else is unexpected.
 // store declares no interfaces: its consumers declare the subsets they use.
 package store
 
-import (
-	"errors"
-	"time"
-)
-
-// The store's error vocabulary; the api package maps each to one status code.
-var (
-	ErrNotFound     = errors.New("not found")
-	ErrConflict     = errors.New("conflict")
-	ErrInvalid      = errors.New("invalid")
-	ErrUnauthorized = errors.New("unauthorized")
-)
+import "time"
 
 // Scopes of an API key or session.
 const (

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"strings"
 	"time"
 
 	"github.com/presencehub/presencehub/hub"
@@ -144,22 +143,6 @@ func editClientForm(c store.Client) clientForm {
 		AccountSID: c.AccountSID, ClientSID: c.SID, Username: c.Username, IsActive: c.IsActive,
 		App: c.AllowDirectAppCalling, Queue: c.AllowDirectQueueCalling, User: c.AllowDirectUserCalling,
 	}
-}
-
-// storeMessage strips the sentinel's text from a wrapped store error, so
-// "username: already exists: conflict" reads "username: already exists".
-func storeMessage(err error, fallback string) string {
-	s := err.Error()
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrConflict, store.ErrInvalid} {
-		if s == sentinel.Error() {
-			return fallback
-		}
-		s = strings.TrimSuffix(s, ": "+sentinel.Error())
-	}
-	if s == "" {
-		return fallback
-	}
-	return s
 }
 
 // action is where the form posts.

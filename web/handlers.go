@@ -157,8 +157,7 @@ func (s *server) handleSignOut() http.HandlerFunc {
 // isClientError reports whether err is one of the store's "your request"
 // errors rather than a failure.
 func isClientError(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) ||
-		errors.Is(err, store.ErrUnauthorized) || errors.Is(err, store.ErrConflict)
+	return store.KindOf(err) != 0
 }
 
 // overviewView is the overview page's model.
@@ -441,12 +440,17 @@ func storeFormError(f *clientForm, err error) (status int, ok bool) {
 		f.Errors["username"] = "A SIP client with this username already exists."
 		return http.StatusConflict, true
 	case errors.Is(err, store.ErrInvalid):
-		msg := storeMessage(err, "The server did not accept these values.")
-		switch low := strings.ToLower(msg); {
-		case strings.Contains(low, "password"):
-			f.Errors["password"] = msg
-		case strings.Contains(low, "username") && !f.editing():
-			f.Errors["username"] = msg
+		field, msg := "", "The server did not accept these values."
+		var se *store.Error
+		if errors.As(err, &se) {
+			field = se.Field
+			if se.Message != "" {
+				msg = se.Message
+			}
+		}
+		switch {
+		case field == "password", field == "username" && !f.editing():
+			f.Errors[field] = msg
 		default:
 			f.Errors[""] = msg
 		}

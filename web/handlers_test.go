@@ -604,7 +604,7 @@ func TestCreateClientErrors(t *testing.T) {
 	}
 
 	// Duplicate: 409, form re-rendered with the kept values.
-	e.dir.createErr = fmt.Errorf("create client: already exists: %w", store.ErrConflict)
+	e.dir.createErr = &store.Error{Kind: store.KindConflict, Field: "username", Message: "the client's username already exists"}
 	w = e.post(path, url.Values{"username": {"alice"}, "password": {"hunter2"}, "allow_direct_user_calling": {"1"}}, tok)
 	wantStatus(t, w, http.StatusConflict)
 	doc = parseHTML(t, w.Body.String())
@@ -630,13 +630,13 @@ func TestCreateClientErrors(t *testing.T) {
 	}
 
 	// The store's validation message reaches the form.
-	e.dir.createErr = fmt.Errorf("username must not contain '@': %w", store.ErrInvalid)
+	e.dir.createErr = &store.Error{Kind: store.KindInvalid, Field: "username", Message: "username must not contain '@'"}
 	w = e.post(path, url.Values{"username": {"a@b"}}, tok)
 	wantStatus(t, w, http.StatusBadRequest)
 	if got := textOf(oneByTestID(t, parseHTML(t, w.Body.String()), "error-username")); got != "username must not contain '@'" {
 		t.Errorf("error = %q", got)
 	}
-	e.dir.createErr = fmt.Errorf("password is longer than 1024 bytes: %w", store.ErrInvalid)
+	e.dir.createErr = &store.Error{Kind: store.KindInvalid, Field: "password", Message: "password is longer than 1024 bytes"}
 	w = e.post(path, url.Values{"username": {"ok"}, "password": {strings.Repeat("x", 1100)}}, tok)
 	wantStatus(t, w, http.StatusBadRequest)
 	oneByTestID(t, parseHTML(t, w.Body.String()), "error-password")
@@ -678,7 +678,7 @@ func TestUpdateClient(t *testing.T) {
 		t.Errorf("password reset = %+v", u)
 	}
 	// Store refuses: 400 with the message, the edit form again.
-	e.dir.updateErr = fmt.Errorf("password is longer than 1024 bytes: %w", store.ErrInvalid)
+	e.dir.updateErr = &store.Error{Kind: store.KindInvalid, Field: "password", Message: "password is longer than 1024 bytes"}
 	w = e.post(path, url.Values{"password": {"x"}}, tok)
 	wantStatus(t, w, http.StatusBadRequest)
 	doc := parseHTML(t, w.Body.String())

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -264,20 +266,61 @@ func TestBuildPageData(t *testing.T) {
 	}
 }
 
-func TestStoreMessage(t *testing.T) {
+func TestStoreFormError(t *testing.T) {
+	const fallback = "The server did not accept these values."
 	tests := []struct {
-		err  error
-		want string
+		name       string
+		editing    bool
+		err        error
+		wantStatus int
+		wantErrors map[string]string
 	}{
-		{store.ErrInvalid, "fallback"},
-		{fmt.Errorf("username must not contain '@': %w", store.ErrInvalid), "username must not contain '@'"},
-		{fmt.Errorf("create client: already exists: %w", store.ErrConflict), "create client: already exists"},
-		{errors.New("boom"), "boom"},
+		{
+			"invalid password goes next to the password", false,
+			&store.Error{Kind: store.KindInvalid, Field: "password", Message: "password is longer than 1024 bytes"},
+			http.StatusBadRequest, map[string]string{"password": "password is longer than 1024 bytes"},
+		},
+		{
+			"invalid username goes next to the username", false,
+			fmt.Errorf("create client: %w", &store.Error{Kind: store.KindInvalid, Field: "username", Message: "username must not contain '@'"}),
+			http.StatusBadRequest, map[string]string{"username": "username must not contain '@'"},
+		},
+		{
+			"the edit form has no username field", true,
+			&store.Error{Kind: store.KindInvalid, Field: "username", Message: "username must not contain '@'"},
+			http.StatusBadRequest, map[string]string{"": "username must not contain '@'"},
+		},
+		{
+			"the field decides, not the words of the message", false,
+			&store.Error{Kind: store.KindInvalid, Field: "account_sid", Message: "unknown account (username and password not checked)"},
+			http.StatusBadRequest, map[string]string{"": "unknown account (username and password not checked)"},
+		},
+		{
+			"an untyped invalid error gets the form-wide fallback", false,
+			fmt.Errorf("password: %w", store.ErrInvalid),
+			http.StatusBadRequest, map[string]string{"": fallback},
+		},
+		{
+			"conflict is a duplicate username", false,
+			&store.Error{Kind: store.KindConflict, Field: "username", Message: "the client's username already exists"},
+			http.StatusConflict, map[string]string{"username": "A SIP client with this username already exists."},
+		},
+		{"unexpected", false, errors.New("boom"), 0, map[string]string{}},
 	}
 	for _, tt := range tests {
-		if got := storeMessage(tt.err, "fallback"); got != tt.want {
-			t.Errorf("storeMessage(%v) = %q, want %q", tt.err, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			f := newClientForm("acct")
+			if tt.editing {
+				f.ClientSID = "client"
+			}
+			status, ok := storeFormError(&f, tt.err)
+			if status != tt.wantStatus || ok != (tt.wantStatus != 0) {
+				t.Errorf("status, ok = %d, %v; want %d, %v", status, ok, tt.wantStatus, tt.wantStatus != 0)
+			}
+			if !reflect.DeepEqual(f.Errors, tt.wantErrors) {
+				t.Errorf("form errors = %v, want %v", f.Errors, tt.wantErrors)
+			}
+		})
 	}
 }
 

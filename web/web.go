@@ -58,8 +58,8 @@ type Directory interface {
 	Accounts(ctx context.Context, serviceProviderSID string) ([]store.Account, error)
 	Clients(ctx context.Context, f store.ClientFilter) ([]store.Client, error)
 	Client(ctx context.Context, sid string) (store.Client, error)
-	// CreateClient returns store.ErrConflict for a duplicate username and
-	// store.ErrInvalid (with a message) for a value it refuses.
+	// CreateClient returns a *store.Error of KindConflict for a duplicate
+	// username and of KindInvalid, naming the Field, for a value it refuses.
 	CreateClient(ctx context.Context, c store.Client, password string) (store.Client, error)
 	UpdateClient(ctx context.Context, sid string, u store.ClientUpdate) error
 	DeleteClient(ctx context.Context, sid string) error
