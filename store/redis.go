@@ -465,51 +465,12 @@ func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) 
 	return context.Cause(ctx)
 }
 
-// resync reads every registration and hands them to sink.Resync.
+// resync reads every registration (see loadAll) and hands them to
+// sink.Resync.
 func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
 	start := time.Now()
-	var regs []hub.Registration
-	seen := make(map[string]struct{})
-	batch := make([]string, 0, redisReadBatch)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		states, err := s.readKeys(ctx, batch)
-		if err != nil {
-			return err
-		}
-		for _, st := range states {
-			if st.reg != nil {
-				regs = append(regs, *st.reg)
-			}
-		}
-		batch = batch[:0]
-		return nil
-	}
-	var cursor uint64
-	for {
-		keys, next, err := s.rdb.Scan(ctx, cursor, RedisUserPrefix+"*", redisScanCount).Result()
-		if err != nil {
-			return fmt.Errorf("redis %s: scan: %w", s.addr, err)
-		}
-		for _, k := range keys {
-			if _, dup := seen[k]; dup { // SCAN may return a key twice
-				continue
-			}
-			seen[k] = struct{}{}
-			batch = append(batch, k)
-			if len(batch) == redisReadBatch {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
-	}
-	if err := flush(); err != nil {
+	regs, seen, err := s.loadAll(ctx)
+	if err != nil {
 		return err
 	}
 	for k := range s.warned { // forget the warnings of keys that are gone
@@ -518,11 +479,12 @@ func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
 		}
 	}
 	s.m.malformedKeys.Store(int64(len(s.warned)))
+	loaded := time.Since(start)
 	sink.Resync(regs)
 	took := time.Since(start)
 	s.m.resyncs.Add(1)
 	s.m.lastResync.Store(int64(took))
-	s.log.Debug("redis resync", "registrations", len(regs), "keys", len(seen), "took", took)
+	s.log.Debug("redis resync", "registrations", len(regs), "keys", len(seen), "read", loaded, "took", took)
 	return nil
 }
 
