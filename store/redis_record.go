@@ -45,6 +45,10 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 		return hub.Registration{}, errors.New("value is not a JSON object")
 	}
 	var rec recordJSON
+	if parseRecordFast(v, &rec) {
+		return recordOf(user, realm, &rec), nil
+	}
+	rec = recordJSON{}
 	if err := json.Unmarshal(v, &rec); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -52,6 +56,10 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 		}
 		return hub.Registration{}, fmt.Errorf("value is not valid JSON: %v", err)
 	}
+	return recordOf(user, realm, &rec), nil
+}
+
+func recordOf(user, realm string, rec *recordJSON) hub.Registration {
 	return hub.Registration{
 		User:              user,
 		Realm:             realm,
@@ -66,7 +74,7 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 		AllowDirectQueue:  int(rec.AllowDirectQueue),
 		AllowDirectUser:   int(rec.AllowDirectUser),
 		ExpiryTime:        int64(rec.ExpiryTime),
-	}, nil
+	}
 }
 
 // aorOfKey splits "user:<user>@<realm>" (at the last '@', realm
