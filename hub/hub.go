@@ -98,6 +98,8 @@ type Hub struct {
 	compactAt int    // heap size that triggers dropping stale deadlines
 	lastGen   uint64 // last entry generation handed out, hub-wide
 	timer     *time.Timer
+	bulk      bool   // in a resync: deadlines are appended, and heaped at its end
+	resyncs   uint64 // resyncs applied; entries seen by the current one carry it
 
 	Metrics Metrics
 }
@@ -254,7 +256,7 @@ func (h *Hub) Update(updates ...Update) {
 		now := h.now()
 		for _, u := range updates {
 			if u.Reg != nil {
-				h.upsert(u.Reg, now)
+				h.upsert(u.Reg, now, false)
 				continue
 			}
 			user, realm, ok := SplitAOR(u.AOR)
@@ -316,20 +318,19 @@ func (h *Hub) realm(name string, create bool) *realmState {
 
 func (h *Hub) resync(regs []Registration) {
 	now := h.now()
-	seen := make(map[string]map[string]struct{})
+	// The first load of an empty hub is no news: nobody can have seen the
+	// registrations go missing, so they are stored without a change each
+	// (no 100,000 "registered" in the history of a cold start), except in
+	// realms that already have subscribers, and except when a Tap (a
+	// cluster sequencer) must see every registration as a change.
+	quiet := !h.ready.Load()
+	h.resyncs++
+	h.bulk = true
 	for i := range regs {
-		reg := &regs[i]
-		h.upsert(reg, now)
-		// Keyed like realms: upsert lower-cases the realm, so must this, or
-		// every user of a mixed-case realm is removed right after being added.
-		realm := lower(reg.Realm)
-		m := seen[realm]
-		if m == nil {
-			m = make(map[string]struct{})
-			seen[realm] = m
-		}
-		m[reg.User] = struct{}{}
+		h.upsert(&regs[i], now, quiet)
 	}
+	h.bulk = false
+	heap.Init(&h.deadlines)
 	h.mu.RLock()
 	all := make([]*realmState, 0, len(h.realms))
 	for _, r := range h.realms {
@@ -339,8 +340,8 @@ func (h *Hub) resync(regs []Registration) {
 	for _, r := range all {
 		var gone []string
 		r.mu.RLock()
-		for u := range r.users {
-			if _, ok := seen[r.name][u]; !ok {
+		for u, e := range r.users {
+			if e.resync != h.resyncs {
 				gone = append(gone, u)
 			}
 		}
@@ -358,8 +359,9 @@ func (h *Hub) resync(regs []Registration) {
 
 // upsert stores reg and emits registered, refreshed or updated (nothing when
 // it is identical to what the hub has, as for the "expire" notification that
-// follows every SETEX).
-func (h *Hub) upsert(in *Registration, now time.Time) {
+// follows every SETEX). quiet stores a new registration of a realm without
+// subscribers without emitting it (see resync).
+func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 	reg := *in
 	reg.Realm = lower(reg.Realm)
 	derived := reg.ExpiryTime == 0 && !reg.Deadline.IsZero()
@@ -405,6 +407,7 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 			}
 			old.reg = reg
 			old.reg.Deadline = deadline
+			old.resync = h.resyncs
 			return
 		}
 	}
@@ -412,8 +415,8 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 	// un-REGISTER the entry is gone, and a re-registration counting from 0
 	// again would match the old binding's heap entry and expire at its
 	// deadline.
-	e := &entry{reg: reg, since: since, eventTime: now, event: event, gen: h.nextGen(), derived: derived}
-	e.json = appendUser(nil, &e.reg)
+	e := &entry{reg: reg, since: since, eventTime: now, event: event, gen: h.nextGen(), derived: derived, resync: h.resyncs}
+	e.json = appendUser(make([]byte, 0, userJSONSize(&e.reg)), &e.reg)
 	if old == nil {
 		r.online++
 		r.protocols[reg.Protocol]++
@@ -425,6 +428,9 @@ func (h *Hub) upsert(in *Registration, now time.Time) {
 	r.users[reg.User] = e
 	if !reg.Deadline.IsZero() {
 		h.pushDeadline(r.name, reg.User, reg.Deadline, e.gen)
+	}
+	if quiet && old == nil && len(r.subs) == 0 && h.opts.Tap == nil {
+		return
 	}
 	var st *State
 	if h.opts.Tap != nil {
@@ -507,6 +513,10 @@ func (h *Hub) nextGen() uint64 {
 }
 
 func (h *Hub) pushDeadline(realm, user string, d time.Time, gen uint64) {
+	if h.bulk { // heap.Init at the end of the resync: O(n), not O(n log n)
+		h.deadlines = append(h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
+		return
+	}
 	heap.Push(&h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
 }
 
@@ -615,6 +625,7 @@ type entry struct {
 	gen       uint64 // matches the one current deadline heap entry
 	derived   bool   // reg.ExpiryTime was computed from Deadline
 	seeded    bool   // installed by Seed: no deadline pushed yet
+	resync    uint64 // the last resync that saw it
 	json      []byte // the 9-field encoding
 }
 

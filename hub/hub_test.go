@@ -773,3 +773,53 @@ func TestRunLifecycle(t *testing.T) {
 		}
 	})
 }
+
+// TestFirstLoadIsQuiet checks that the first resync of an empty hub stores
+// the registrations without a change each (a cold start is not 100,000
+// registrations happening), while realms with subscribers still get theirs
+// and later resyncs emit their differences.
+func TestFirstLoadIsQuiet(t *testing.T) {
+	clk := newClock()
+	now := clk.Now()
+	h := newHub(Options{Now: clk.Now})
+	watched, _ := h.Subscribe(SubscribeRequest{Realm: "watched.com"})
+	defer watched.Close()
+	src := newFakeSource(reg("a", "quiet.com", now), reg("b", "quiet.com", now), reg("w", "watched.com", now))
+	run(t, h, src)
+	sink := src.sink(t)
+
+	tests := []struct {
+		realm      string
+		wantSeq    uint64
+		wantRecent []string
+	}{
+		{"quiet.com", 0, nil},
+		{"watched.com", 1, []string{"registered w"}},
+	}
+	for _, tc := range tests {
+		if got := string(h.ListJSON(tc.realm)); got == "[]" {
+			t.Errorf("%s: ListJSON = %s after the first load, want its users", tc.realm, got)
+		}
+		if st := h.Stats(tc.realm); st.Seq != tc.wantSeq || st.Online == 0 {
+			t.Errorf("%s: seq %d, online %d; want seq %d and the users online", tc.realm, st.Seq, st.Online, tc.wantSeq)
+		}
+		var got []string
+		for _, c := range h.Recent(tc.realm, 10) {
+			got = append(got, c.Event+" "+c.User)
+		}
+		if !reflect.DeepEqual(got, tc.wantRecent) {
+			t.Errorf("%s: recent changes %q, want %q", tc.realm, got, tc.wantRecent)
+		}
+	}
+	// The deadline heap was built in bulk: the registrations still lapse.
+	clk.Add(2 * time.Hour)
+	settle(h)
+	if got := string(h.ListJSON("quiet.com")); got != "[]" {
+		t.Errorf("quiet.com after the deadlines: %s, want []", got)
+	}
+	// A later resync is news again.
+	sink.Resync([]Registration{reg("c", "quiet.com", clk.Now())})
+	if st := h.Stats("quiet.com"); st.Seq != 3 {
+		t.Errorf("quiet.com seq %d after two expiries and a registration, want 3", st.Seq)
+	}
+}

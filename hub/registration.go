@@ -64,6 +64,13 @@ func (r *Registration) flags() Flags {
 	return Flags{App: r.AllowDirectApp != 0, Queue: r.AllowDirectQueue != 0, User: r.AllowDirectUser != 0}
 }
 
+// userJSONSize is what appendUser needs for r when nothing is escaped, so
+// that the cached encoding is allocated once, at its size.
+func userJSONSize(r *Registration) int {
+	return len(`{"name":"","contact":"","expiryTime":,"protocol":"","allow_direct_app_calling":,"allow_direct_queue_calling":,"allow_direct_user_calling":,"registered_status":"active","proxy":""}`) +
+		len(r.User) + len(r.Contact) + len(r.Protocol) + len(r.Proxy) + 20 + 3
+}
+
 // appendUser appends the 9-field user object of an active registration.
 func appendUser(b []byte, r *Registration) []byte {
 	return wire.AppendActive(b, &wire.Active{
