@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -309,7 +310,9 @@ func (s *RedisSource) readIndexed(ctx context.Context, j loadJob) loadResult {
 			r.retry = append(r.retry, key)
 			continue
 		}
-		reg, err := parseRecord(key, []byte(v))
+		// The value is only read, and every string kept from it is a copy:
+		// no need to copy all of it first.
+		reg, err := parseRecord(key, unsafe.Slice(unsafe.StringData(v), len(v)))
 		if err != nil {
 			r.malformed = append(r.malformed, [2]string{key, err.Error()})
 			continue

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/presencehub/presencehub/hub"
 )
@@ -64,17 +65,28 @@ func recordOf(user, realm string, rec *recordJSON) hub.Registration {
 		User:              user,
 		Realm:             realm,
 		Contact:           rec.Contact,
-		Protocol:          rec.Protocol,
+		Protocol:          intern(rec.Protocol),
 		Proxy:             rec.Proxy,
-		SBCAddress:        rec.SBCAddress,
-		PrivateSBCAddress: rec.PrivateSBCAddress,
-		CallHook:          string(rec.CallHook),
-		CallStatusHook:    string(rec.CallStatusHook),
+		SBCAddress:        intern(rec.SBCAddress),
+		PrivateSBCAddress: intern(rec.PrivateSBCAddress),
+		CallHook:          intern(string(rec.CallHook)),
+		CallStatusHook:    intern(string(rec.CallStatusHook)),
 		AllowDirectApp:    int(rec.AllowDirectApp),
 		AllowDirectQueue:  int(rec.AllowDirectQueue),
 		AllowDirectUser:   int(rec.AllowDirectUser),
 		ExpiryTime:        int64(rec.ExpiryTime),
 	}
+}
+
+// intern returns the one copy of s kept for all registrations. The SBC
+// addresses, the hooks and the protocol take a handful of values across
+// every registration; kept once each they cost nothing per registration.
+// unique drops a value when no registration uses it any more.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }
 
 // aorOfKey splits "user:<user>@<realm>" (at the last '@', realm
