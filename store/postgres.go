@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -29,6 +30,10 @@ type DB struct {
 	accounts *ttlCache[string, Account]
 	keys     *ttlCache[[32]byte, authEntry] // by token hash
 	sessions *ttlCache[[32]byte, authEntry] // by session token hash
+
+	// tokenFallback, when set (by OpenJambonz), is asked about a bearer
+	// token the database does not know; true means it is there now.
+	tokenFallback atomic.Pointer[func(ctx context.Context, token string) bool]
 
 	// last_used bookkeeping (see touch).
 	touched  sync.Map // api_key_sid → *atomic.Int64 (unix nanoseconds of last enqueue)

@@ -65,6 +65,7 @@ func Main(m *testing.M) {
 			return
 		}
 		stopServer()
+		stopMySQL()
 		fmt.Fprintf(os.Stderr, "storetest: %v: stopped PostgreSQL\n", s)
 		os.Exit(1)
 	}()
@@ -73,6 +74,7 @@ func Main(m *testing.M) {
 	signal.Stop(sigs)
 	close(sigs)
 	stopServer()
+	stopMySQL()
 	os.Exit(code)
 }
 
