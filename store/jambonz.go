@@ -280,7 +280,7 @@ func (j *Jambonz) Sync(ctx context.Context) (JambonzSyncResult, error) {
 
 // Rows as read from jambonz, normalised.
 type (
-	jzSP struct{ sid, name string }
+	jzSP      struct{ sid, name string }
 	jzAccount struct {
 		sid, name, realm, spSID string
 	}
