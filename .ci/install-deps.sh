@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Go when it is missing and we may
-# (root with apt-get): redis-server, PostgreSQL server binaries, Chromium.
+# (root with apt-get): redis-server, PostgreSQL server binaries, MariaDB
+# server (the jambonz mirror's tests), Chromium.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
-command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || missing+=(chromium)
+command -v mariadbd >/dev/null || command -v mysqld >/dev/null || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ] || missing+=(mariadb-server)
+command -v chromium >/dev/null || command -v mariadbd >/dev/null || command -v mysqld >/dev/null || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ] || missing+=(mariadb-server)
+command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "install-deps: missing ${missing[*]}: install them (Debian: sudo apt-get install -y ${missing[*]})" >&2

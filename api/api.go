@@ -65,6 +65,12 @@ type Options struct {
 	Metrics func(w *MetricsWriter)
 	// Stream tunes the websocket endpoint; zero values take defaults.
 	Stream StreamOptions
+	// Jambonz, when set, says that tenants are mirrored from jambonz's
+	// database (serve --jambonz-database-url) and reports the mirror's
+	// freshness: management writes of service providers, accounts, API
+	// keys and clients answer 409 {"msg":"managed in jambonz"}, and
+	// /readyz and /metrics tell whether the mirror is stale.
+	Jambonz func() store.JambonzStatus
 	// Limits are the rate limits; zero values mean no limit.
 	Limits Limits
 }
@@ -104,6 +110,7 @@ type server struct {
 	stream  StreamOptions
 	tickets *tickets
 	stats   streamStats
+	jambonz func() store.JambonzStatus
 	lim     limiters
 }
 
@@ -124,6 +131,7 @@ func New(opts Options) http.Handler {
 		metrics: opts.Metrics,
 		stream:  opts.Stream,
 		tickets: newTickets(opts.Limits.TicketsPerKey),
+		jambonz: opts.Jambonz,
 	}
 	lm := opts.Limits
 	s.lim.proxies = lm.Proxies

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/presencehub/presencehub/store"
 )
 
 func (s *server) handleHealthz() http.HandlerFunc {
@@ -28,11 +30,18 @@ func (s *server) handleReadyz() http.HandlerFunc {
 		if err := s.dir.Ping(ctx); err != nil {
 			problems = append(problems, "postgres unreachable: "+err.Error())
 		}
+		body := map[string]any{"status": "ready"}
+		if s.jambonz != nil {
+			// A stale mirror does not make the process unready: it keeps
+			// serving the last mirror, which is the point of having one.
+			body["jambonz_mirror"] = jambonzMirrorState(s.jambonz())
+		}
 		if len(problems) > 0 {
-			encode(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+			body["status"], body["problems"] = "not ready", problems
+			encode(w, http.StatusServiceUnavailable, body)
 			return
 		}
-		encode(w, http.StatusOK, map[string]string{"status": "ready"})
+		encode(w, http.StatusOK, body)
 	}
 }
 
@@ -65,8 +74,41 @@ func (s *server) handleMetrics() http.HandlerFunc {
 		m.Counter("presencehub_stream_resync_snapshots_total", "Fresh snapshots sent to subscribers that fell behind.", st.resyncs.Load())
 		m.Counter("presencehub_stream_bad_messages_total", "Client frames answered with an error frame.", st.badMessages.Load())
 		m.Counter("presencehub_http_rate_limited_total", "Requests answered 429 by a rate limit.", s.lim.limited.Load())
+		if s.jambonz != nil {
+			st := s.jambonz()
+			stale, since, last := 0.0, 0.0, 0.0
+			if !st.StaleSince.IsZero() || !st.Synced {
+				stale = 1
+			}
+			if !st.StaleSince.IsZero() {
+				since = float64(st.StaleSince.UnixMilli()) / 1000
+			}
+			if !st.LastSync.IsZero() {
+				last = float64(st.LastSync.UnixMilli()) / 1000
+			}
+			m.Gauge("presencehub_jambonz_mirror_stale", "1 while the mirror of jambonz's tenants is stale (its last sync failed, or none succeeded yet).", stale)
+			m.Gauge("presencehub_jambonz_mirror_stale_since_seconds", "Unix time of the first failed sync since the last success; 0 while fresh.", since)
+			m.Gauge("presencehub_jambonz_mirror_last_sync_seconds", "Unix time of the last successful sync of jambonz's tenants; 0 before the first.", last)
+		}
 		if s.metrics != nil {
 			s.metrics(m)
 		}
 	}
+}
+
+// jambonzMirrorState is /readyz's view of the jambonz mirror. The sync's
+// error stays in the log: it names internal hosts.
+func jambonzMirrorState(st store.JambonzStatus) map[string]any {
+	out := map[string]any{"status": "fresh"}
+	if !st.LastSync.IsZero() {
+		out["last_sync"] = st.LastSync.UTC().Format(time.RFC3339Nano)
+	}
+	switch {
+	case !st.StaleSince.IsZero():
+		out["status"] = "stale"
+		out["stale_since"] = st.StaleSince.UTC().Format(time.RFC3339Nano)
+	case !st.Synced:
+		out["status"] = "not synced yet"
+	}
+	return out
 }

@@ -29,27 +29,27 @@ func (s *server) routes() http.Handler {
 		r.Get("/v1/Accounts/{AccountSid}/RegisteredSipUsers/{Client}", s.handleRegisteredOne().ServeHTTP)
 
 		r.Get("/v1/Clients", s.handleClientList().ServeHTTP)
-		r.Post("/v1/Clients", s.handleClientCreate().ServeHTTP)
+		r.Post("/v1/Clients", s.tenantWrite(s.handleClientCreate()))
 		r.Get("/v1/Clients/{ClientSid}", handleGet(s, s.visibleClient).ServeHTTP)
-		r.Put("/v1/Clients/{ClientSid}", s.handleClientUpdate().ServeHTTP)
-		r.Delete("/v1/Clients/{ClientSid}", handleDelete(s, s.deletableClient, s.dir.DeleteClient).ServeHTTP)
+		r.Put("/v1/Clients/{ClientSid}", s.tenantWrite(s.handleClientUpdate()))
+		r.Delete("/v1/Clients/{ClientSid}", s.tenantWrite(handleDelete(s, s.deletableClient, s.dir.DeleteClient)))
 
 		r.Get("/v1/ServiceProviders", s.handleSPList().ServeHTTP)
-		r.Post("/v1/ServiceProviders", s.handleSPCreate().ServeHTTP)
+		r.Post("/v1/ServiceProviders", s.tenantWrite(s.handleSPCreate()))
 		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", handleGet(s, s.visibleSP).ServeHTTP)
-		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.handleSPUpdate().ServeHTTP)
-		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", handleDelete(s, s.deletableSP, s.dir.DeleteServiceProvider).ServeHTTP)
+		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.tenantWrite(s.handleSPUpdate()))
+		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.tenantWrite(handleDelete(s, s.deletableSP, s.dir.DeleteServiceProvider)))
 
 		r.Get("/v1/Accounts", s.handleAccountList().ServeHTTP)
-		r.Post("/v1/Accounts", s.handleAccountCreate().ServeHTTP)
+		r.Post("/v1/Accounts", s.tenantWrite(s.handleAccountCreate()))
 		r.Get("/v1/Accounts/{AccountSid}", handleGet(s, s.visibleAccount).ServeHTTP)
-		r.Put("/v1/Accounts/{AccountSid}", s.handleAccountUpdate().ServeHTTP)
-		r.Delete("/v1/Accounts/{AccountSid}", handleDelete(s, s.deletableAccount, s.dir.DeleteAccount).ServeHTTP)
+		r.Put("/v1/Accounts/{AccountSid}", s.tenantWrite(s.handleAccountUpdate()))
+		r.Delete("/v1/Accounts/{AccountSid}", s.tenantWrite(handleDelete(s, s.deletableAccount, s.dir.DeleteAccount)))
 
 		r.Get("/v1/ApiKeys", s.handleKeyList().ServeHTTP)
-		r.Post("/v1/ApiKeys", s.handleKeyCreate().ServeHTTP)
+		r.Post("/v1/ApiKeys", s.tenantWrite(s.handleKeyCreate()))
 		r.Get("/v1/ApiKeys/{ApiKeySid}", handleGet(s, s.visibleKey).ServeHTTP)
-		r.Delete("/v1/ApiKeys/{ApiKeySid}", handleDelete(s, s.deletableKey, s.dir.DeleteAPIKey).ServeHTTP)
+		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.tenantWrite(handleDelete(s, s.deletableKey, s.dir.DeleteAPIKey)))
 
 		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)
 	})
@@ -65,4 +65,17 @@ func apiHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// tenantWrite refuses a management write while tenants are mirrored from
+// jambonz, whose database is then the source of truth: a change here would
+// be overwritten by the next sync. Reads are unaffected.
+func (s *server) tenantWrite(h http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.jambonz != nil {
+			encode(w, http.StatusConflict, msg{"managed in jambonz"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	}
 }

@@ -226,6 +226,7 @@ type accountView struct {
 	Data      pageData
 	Create    clientForm
 	CSRF      string
+	Managed   bool // clients are mirrored from jambonz: no create form
 }
 
 // loadAccount resolves {AccountSid} for the caller, answering 404 for a
@@ -323,6 +324,7 @@ func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.A
 		Data:     buildPageData(a, clients, users, st, s.pres.Epoch(), q, now),
 		Create:   create,
 		CSRF:     ss.CSRF(),
+		Managed:  s.managed,
 	}
 	v.Query.Page = v.Table.Page
 	v.Protocols = append([]string(nil), knownProtocols...)
@@ -371,6 +373,7 @@ type clientPageView struct {
 	Account store.Account
 	Form    clientForm
 	CSRF    string
+	Managed bool // mirrored from jambonz: details without forms
 }
 
 func (s *server) renderClientPage(w http.ResponseWriter, r *http.Request, status int, a store.Account, f clientForm) {
@@ -378,7 +381,7 @@ func (s *server) renderClientPage(w http.ResponseWriter, r *http.Request, status
 	if f.editing() {
 		title = "SIP client " + f.Username
 	}
-	v := clientPageView{Account: a, Form: f, CSRF: sessionFrom(r.Context()).CSRF()}
+	v := clientPageView{Account: a, Form: f, CSRF: sessionFrom(r.Context()).CSRF(), Managed: s.managed}
 	s.render(w, r, status, clientPage(s.meta(r, title), v))
 }
 

@@ -82,6 +82,10 @@ type Options struct {
 	SignIns *ratelimit.Limiter
 	// Proxies whose X-Forwarded-For names the client.
 	Proxies ratelimit.Proxies
+	// ManagedInJambonz says SIP clients are mirrored from jambonz's
+	// database: pages show them without edit forms, and the form
+	// endpoints answer 409.
+	ManagedInJambonz bool
 }
 
 // Cookie names.
@@ -112,13 +116,16 @@ type server struct {
 
 	signIns *ratelimit.Limiter
 	proxies ratelimit.Proxies
+	// managed: clients are mirrored from jambonz and read-only here.
+	managed bool
 }
 
 // New returns the dashboard as one http.Handler serving /, /signin,
 // /signout, /accounts/… and /static/….
 func New(opts Options) http.Handler {
 	s := &server{pres: opts.Presence, dir: opts.Directory, log: opts.Logger, ttl: opts.SessionTTL,
-		secure: opts.Secure, now: opts.Now, signIns: opts.SignIns, proxies: opts.Proxies}
+		secure: opts.Secure, now: opts.Now, signIns: opts.SignIns, proxies: opts.Proxies,
+		managed: opts.ManagedInJambonz}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -129,6 +136,19 @@ func New(opts Options) http.Handler {
 		s.now = time.Now
 	}
 	return s.routes()
+}
+
+// clientWrite refuses the client forms while clients are mirrored from
+// jambonz (a change here would be overwritten by the next sync).
+func (s *server) clientWrite(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.managed {
+			s.errorPage(w, r, http.StatusConflict, "Managed in jambonz",
+				"SIP clients are mirrored from jambonz: create, change and delete them in jambonz.")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // routes lists every page of the dashboard.
@@ -151,11 +171,11 @@ func (s *server) routes() http.Handler {
 		r.Use(s.requireSession)
 		r.Get("/", s.handleHome())
 		r.Get("/accounts/{AccountSid}", s.handleAccount())
-		r.Get("/accounts/{AccountSid}/clients/new", s.handleClientNew())
-		r.Post("/accounts/{AccountSid}/clients", s.handleClientCreate())
+		r.Get("/accounts/{AccountSid}/clients/new", s.clientWrite(s.handleClientNew()))
+		r.Post("/accounts/{AccountSid}/clients", s.clientWrite(s.handleClientCreate()))
 		r.Get("/accounts/{AccountSid}/clients/{ClientSid}", s.handleClientEdit())
-		r.Post("/accounts/{AccountSid}/clients/{ClientSid}", s.handleClientUpdate())
-		r.Post("/accounts/{AccountSid}/clients/{ClientSid}/delete", s.handleClientDelete())
+		r.Post("/accounts/{AccountSid}/clients/{ClientSid}", s.clientWrite(s.handleClientUpdate()))
+		r.Post("/accounts/{AccountSid}/clients/{ClientSid}/delete", s.clientWrite(s.handleClientDelete()))
 	})
 
 	// Browsers say where a request comes from (Sec-Fetch-Site, Origin):

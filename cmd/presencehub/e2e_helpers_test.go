@@ -124,6 +124,9 @@ func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...sto
 		r.Body.Close()
 		return r.StatusCode == 200
 	})
+	if extraEnv["PRESENCEHUB_JAMBONZ_DATABASE_URL"] != "" || extraEnv["JAMBONES_MYSQL_HOST"] != "" {
+		return in // tenants come from jambonz; writes here would be refused
+	}
 	var sp struct{ Sid string }
 	in.call(in.adminKey, "POST", "/v1/ServiceProviders", map[string]any{"name": "e2e provider"}, 201, &sp)
 	in.spSID = sp.Sid

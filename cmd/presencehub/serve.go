@@ -54,6 +54,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		maxKeys:    fs.EnvInt("rate-limit-keys", "PRESENCEHUB_RATE_LIMIT_KEYS", 100_000, "keys (IPs, API keys) each rate limiter tracks; idle ones are forgotten first"),
 	}
 	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
+	jz := addJambonzFlags(fs)
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
@@ -65,6 +66,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if err := lim.check(); err != nil {
+		return err
+	}
+	if err := jz.check(); err != nil {
 		return err
 	}
 	limits, signIns, err := rl.parse()
@@ -87,6 +91,16 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		log.Info("migrations applied", "new", len(applied))
 	}
+	var jambonz *store.Jambonz
+	if u := jambonzURL(*jz.databaseURL, getenv); u != "" {
+		jambonz, err = store.OpenJambonz(db, store.JambonzOptions{
+			URL: u, SyncInterval: *jz.syncInterval, LookupRate: float64(*jz.lookupRate), Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("jambonz: %w", err)
+		}
+		defer jambonz.Close()
+	}
 	src, err := store.NewRedisSource(store.RedisOptions{
 		URL: *c.RedisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
 	})
@@ -99,13 +113,18 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	h := hub.New(hub.Options{History: *history, QueueLen: *queueLen, Logger: log})
+	var jambonzStatus func() store.JambonzStatus
+	if jambonz != nil {
+		jambonzStatus = jambonz.Status
+	}
 	apiHandler := api.New(api.Options{
 		Presence: h, Directory: db, Logger: log,
 		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
 		Limits:  limits,
+		Jambonz: jambonzStatus,
 	})
 	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
-		SignIns: signIns, Proxies: limits.Proxies})
+		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", apiHandler)
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
@@ -150,6 +169,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		return nil
 	})
+	if jambonz != nil {
+		ts.start(ctx, "jambonz mirror", func(ctx context.Context) error {
+			_ = jambonz.Run(ctx) // returns only ctx.Err(): an outage keeps the last mirror
+			return nil
+		})
+	}
 	if pprofLn != nil {
 		ts.start(ctx, "pprof", func(ctx context.Context) error {
 			return serveUntil(ctx, &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}, pprofLn, nil)
