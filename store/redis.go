@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	randv2 "math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +42,83 @@ type RedisOptions struct {
 	ReconcileEvery time.Duration
 	// Logger receives the source's logs (default slog.Default()).
 	Logger *slog.Logger
+
+	// Sentinels, when set, are Redis Sentinel addresses (host:port) to ask
+	// for the current master of SentinelMaster; the client follows a
+	// failover by itself. URL then gives only the database number, the
+	// credentials and whether to use TLS (rediss://); its host is ignored.
+	Sentinels        []string
+	SentinelMaster   string
+	SentinelUsername string
+	SentinelPassword string
+	// Username and Password, when set, replace those of URL (Redis ACL).
+	Username, Password string
+	// CAFile is a PEM file of the certificate authorities that verify a
+	// rediss:// server (default: the system's).
+	CAFile string
+}
+
+// newRedisClient builds the client RedisOptions describe, and a name of
+// the server for logs and errors.
+func newRedisClient(opts RedisOptions) (*redis.Client, string, int, error) {
+	if opts.URL == "" {
+		return nil, "", 0, fmt.Errorf("%w: redis url is empty", ErrInvalid)
+	}
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// A *url.Error quotes the URL, password included: keep only its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, "", 0, fmt.Errorf("%w: redis url: %v", ErrInvalid, err)
+	}
+	if ro.ClientName == "" {
+		ro.ClientName = "presencehub"
+	}
+	if opts.Username != "" {
+		ro.Username = opts.Username
+	}
+	if opts.Password != "" {
+		ro.Password = opts.Password
+	}
+	if opts.CAFile != "" {
+		if ro.TLSConfig == nil {
+			return nil, "", 0, fmt.Errorf("%w: a redis CA file is given but the redis url is not rediss://", ErrInvalid)
+		}
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, "", 0, fmt.Errorf("%w: redis CA file: %v", ErrInvalid, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", 0, fmt.Errorf("%w: redis CA file %s holds no PEM certificate", ErrInvalid, opts.CAFile)
+		}
+		ro.TLSConfig.RootCAs = pool
+	}
+	if len(opts.Sentinels) == 0 {
+		return redis.NewClient(ro), ro.Addr, ro.DB, nil
+	}
+	if opts.SentinelMaster == "" {
+		return nil, "", 0, fmt.Errorf("%w: redis sentinels need the master's name", ErrInvalid)
+	}
+	fo := &redis.FailoverOptions{
+		MasterName:       opts.SentinelMaster,
+		SentinelAddrs:    opts.Sentinels,
+		SentinelUsername: opts.SentinelUsername,
+		SentinelPassword: opts.SentinelPassword,
+		ClientName:       ro.ClientName,
+		Username:         ro.Username,
+		Password:         ro.Password,
+		DB:               ro.DB,
+		TLSConfig:        ro.TLSConfig,
+		DialTimeout:      ro.DialTimeout,
+		ReadTimeout:      ro.ReadTimeout,
+		WriteTimeout:     ro.WriteTimeout,
+		PoolSize:         ro.PoolSize,
+	}
+	name := "sentinel master " + opts.SentinelMaster + " via " + strings.Join(opts.Sentinels, ",")
+	return redis.NewFailoverClient(fo), name, ro.DB, nil
 }
 
 // RedisMetrics are the counters of a RedisSource.
@@ -98,20 +177,9 @@ type RedisSource struct {
 // NewRedisSource returns a source for the Redis at opts.URL. It does not
 // connect yet. A URL that cannot be parsed gives an error wrapping ErrInvalid.
 func NewRedisSource(opts RedisOptions) (*RedisSource, error) {
-	if opts.URL == "" {
-		return nil, fmt.Errorf("%w: redis url is empty", ErrInvalid)
-	}
-	ro, err := redis.ParseURL(opts.URL)
+	rdb, addr, db, err := newRedisClient(opts)
 	if err != nil {
-		// A *url.Error quotes the URL, password included: keep only its cause.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("%w: redis url: %v", ErrInvalid, err)
-	}
-	if ro.ClientName == "" {
-		ro.ClientName = "presencehub"
+		return nil, err
 	}
 	if opts.ReconcileEvery == 0 {
 		opts.ReconcileEvery = defaultReconcileTime
@@ -122,9 +190,9 @@ func NewRedisSource(opts RedisOptions) (*RedisSource, error) {
 	return &RedisSource{
 		opts:   opts,
 		log:    opts.Logger,
-		rdb:    redis.NewClient(ro),
-		addr:   ro.Addr,
-		prefix: "__keyspace@" + strconv.Itoa(ro.DB) + "__:",
+		rdb:    rdb,
+		addr:   addr,
+		prefix: "__keyspace@" + strconv.Itoa(db) + "__:",
 		warned: make(map[string]struct{}),
 	}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store/storetest"
 )
 
@@ -307,5 +308,58 @@ func TestJambonzMySQLOutage(t *testing.T) {
 	_, metrics = in.status("", "GET", "/metrics", "")
 	if !strings.Contains(metrics, "presencehub_jambonz_mirror_stale 0") {
 		t.Errorf("/metrics after MySQL came back lacks presencehub_jambonz_mirror_stale 0")
+	}
+}
+
+func TestSentinelAddrs(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{"", "", false},
+		{"10.0.0.1", "10.0.0.1:26379", false},
+		{"a:26380, b ,c:1", "a:26380,b:26379,c:1", false},
+		{"::1", "[::1]:26379", false},
+		{"[::1]:5000", "[::1]:5000", false},
+	}
+	for _, tt := range tests {
+		got, err := sentinelAddrs(tt.in)
+		if (err != nil) != tt.wantErr || strings.Join(got, ",") != tt.want {
+			t.Errorf("sentinelAddrs(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestRedisSettingsFromJambonzEnvironment(t *testing.T) {
+	env := map[string]string{
+		"JAMBONES_REDIS_HOST": "redis.local", "JAMBONES_REDIS_PORT": "6380",
+		"JAMBONES_REDIS_SENTINELS": "s1,s2:26380", "JAMBONES_REDIS_SENTINEL_MASTER_NAME": "mymaster",
+		"JAMBONES_REDIS_SENTINEL_PASSWORD": "sp", "JAMBONES_REDIS_USERNAME": "u", "JAMBONES_REDIS_PASSWORD": "p",
+		"PRESENCEHUB_REDIS_PASSWORD": "ours wins",
+	}
+	getenv := func(k string) string { return env[k] }
+	if got := cli.JambonzRedisURL(getenv, "redis://default"); got != "redis://redis.local:6380/0" {
+		t.Errorf("jambonzRedisURL = %q, want redis://redis.local:6380/0", got)
+	}
+	if got := cli.JambonzRedisURL(func(string) string { return "" }, "redis://default"); got != "redis://default" {
+		t.Errorf("jambonzRedisURL without JAMBONES_REDIS_HOST = %q, want the default", got)
+	}
+	fs := cli.NewFlagSet("serve", "", getenv, io.Discard)
+	rt := addRedisTopologyFlags(fs)
+	if err := fs.ParseArgs([]string{"--redis-username", "flag wins"}); err != nil {
+		t.Fatal(err)
+	}
+	rt.resolve(getenv)
+	got := []string{*rt.sentinels, *rt.master, *rt.sentinelPassword, *rt.username, *rt.password}
+	want := []string{"s1,s2:26380", "mymaster", "sp", "flag wins", "ours wins"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("resolved %q, want %q", got, want)
+	}
+	var help strings.Builder
+	fs.SetOutput(&help)
+	fs.PrintDefaults()
+	if strings.Contains(help.String(), "ours wins") || strings.Contains(help.String(), `"sp"`) {
+		t.Errorf("--help shows a password from the environment:\n%s", help.String())
 	}
 }

@@ -55,6 +55,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
 	jz := addJambonzFlags(fs)
+	rt := addRedisTopologyFlags(fs)
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
@@ -74,6 +75,14 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	limits, signIns, err := rl.parse()
 	if err != nil {
 		return err
+	}
+	rt.resolve(getenv)
+	sentinels, err := sentinelAddrs(*rt.sentinels)
+	if err != nil {
+		return err
+	}
+	if len(sentinels) > 0 && *rt.master == "" {
+		return errors.New("--redis-sentinels needs --redis-sentinel-master (or JAMBONES_REDIS_SENTINEL_MASTER_NAME)")
 	}
 	if *reconcile == 0 {
 		*reconcile = -1
@@ -103,6 +112,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	src, err := store.NewRedisSource(store.RedisOptions{
 		URL: *c.RedisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
+		Sentinels: sentinels, SentinelMaster: *rt.master, SentinelPassword: *rt.sentinelPassword,
+		Username: *rt.username, Password: *rt.password, CAFile: *rt.caFile,
 	})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)

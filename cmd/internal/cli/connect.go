@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -22,7 +24,8 @@ type Common struct {
 func AddCommon(fs *FlagSet, redis, db bool) Common {
 	var c Common
 	if redis {
-		c.RedisURL = fs.EnvString("redis-url", "PRESENCEHUB_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis holding the SBC's registrations")
+		c.RedisURL = fs.EnvString("redis-url", "PRESENCEHUB_REDIS_URL", JambonzRedisURL(fs.getenv, "redis://127.0.0.1:6379/0"),
+			"Redis holding the SBC's registrations (default built from jambonz's JAMBONES_REDIS_HOST/PORT when set)")
 	}
 	if db {
 		c.DatabaseURL = fs.EnvString("database-url", "PRESENCEHUB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/presencehub?sslmode=disable", "PostgreSQL URL")
@@ -66,4 +69,19 @@ func RedisClient(ctx context.Context, rawURL, name string) (*redis.Client, error
 		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
 	}
 	return rdb, nil
+}
+
+// JambonzRedisURL is the default --redis-url: built from jambonz's
+// JAMBONES_REDIS_HOST and JAMBONES_REDIS_PORT (6379) when the host is set,
+// else def.
+func JambonzRedisURL(getenv func(string) string, def string) string {
+	host := strings.TrimSpace(getenv("JAMBONES_REDIS_HOST"))
+	if host == "" {
+		return def
+	}
+	port := strings.TrimSpace(getenv("JAMBONES_REDIS_PORT"))
+	if port == "" {
+		port = "6379"
+	}
+	return "redis://" + net.JoinHostPort(host, port) + "/0"
 }
