@@ -2,8 +2,10 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -22,7 +24,7 @@ import (
 // frames bigger than the buffers.
 func TestLeanHijacker(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(leanHijacker{w}, r, nil)
+		c, err := websocket.Accept(&leanHijacker{ResponseWriter: w}, r, nil)
 		if err != nil {
 			t.Errorf("accept: %v", err)
 			return
@@ -145,4 +147,83 @@ func serverFrame(r io.Reader) (string, error) {
 	p := make([]byte, n)
 	_, err := io.ReadFull(r, p)
 	return string(p), err
+}
+
+// TestFrameBatch writes frames of every length form, small ones gathered in
+// one buffer and big ones referenced, through a frameConn while
+// coder/websocket pings on the same connection, and reads them back with
+// coder/websocket; after a close frame no batch may be written.
+func TestFrameBatch(t *testing.T) {
+	sizes := []int{0, 1, 125, 126, 300, 0xffff, 0x10000, 200_000, 2, 3}
+	payload := func(i, n int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, n) }
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lh := &leanHijacker{ResponseWriter: w}
+		c, err := websocket.Accept(lh, r, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		go func() { _, _, _ = c.Read(context.Background()) }() // answers pings' pongs, reads the close
+		sc := &streamConn{s: &server{}, c: c, fc: lh.conn}
+		pooled := batchPool.Get().(*[]byte)
+		b := frameBatch{sc: sc, pooled: pooled, buf: (*pooled)[:0]}
+		for i, n := range sizes {
+			b.add([]byte(nil), payload(i, n))
+		}
+		if got := len(b.bufs); got == 0 {
+			t.Errorf("big frames were not referenced")
+		}
+		b.cut()
+		small := 0
+		for _, part := range b.bufs {
+			if len(part) < batchCopyMax && len(part) > 200 {
+				small++
+			}
+		}
+		if small != 1 {
+			t.Errorf("the small frames went into %d buffers, want 1 (one write for what was queued together)", small)
+		}
+		if !b.send(time.Now().Add(5 * time.Second)) {
+			done <- errors.New("send failed")
+			return
+		}
+		b.release()
+		if err := c.Ping(context.Background()); err != nil {
+			done <- err
+			return
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+		b = frameBatch{sc: sc, pooled: batchPool.Get().(*[]byte)}
+		b.add(nil, []byte("after close"))
+		if err := lh.conn.writeFrames(&b.bufs, time.Now().Add(time.Second)); err == nil {
+			done <- errors.New("a data frame was written after the close frame")
+			return
+		}
+		done <- nil
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadLimit(1 << 20)
+	for i, n := range sizes {
+		typ, got, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if typ != websocket.MessageText || !bytes.Equal(got, payload(i, n)) {
+			t.Fatalf("frame %d: %v of %d bytes, want text of %d bytes of %q", i, typ, len(got), n, string(rune('a'+i)))
+		}
+	}
+	_, _, err = c.Read(ctx) // the ping is answered inside Read; then the close
+	if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Errorf("after the frames: %v, want the normal close", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
