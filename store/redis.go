@@ -160,6 +160,9 @@ type RedisSource struct {
 	rdb    *redis.Client
 	addr   string
 	prefix string // "__keyspace@<db>__:"
+	// sentinels, with Sentinel, are asked which node is the master, so
+	// that a session ends when it moves (see followMaster).
+	sentinels []*redis.SentinelClient
 
 	// warned holds the malformed keys already logged; only the goroutine
 	// running Watch touches it.
@@ -187,19 +190,79 @@ func NewRedisSource(opts RedisOptions) (*RedisSource, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &RedisSource{
+	s := &RedisSource{
 		opts:   opts,
 		log:    opts.Logger,
 		rdb:    rdb,
 		addr:   addr,
 		prefix: "__keyspace@" + strconv.Itoa(db) + "__:",
 		warned: make(map[string]struct{}),
-	}, nil
+	}
+	for _, a := range opts.Sentinels {
+		s.sentinels = append(s.sentinels, redis.NewSentinelClient(&redis.Options{
+			Addr: a, Username: opts.SentinelUsername, Password: opts.SentinelPassword,
+			TLSConfig: rdb.Options().TLSConfig, DialTimeout: time.Second, ReadTimeout: time.Second,
+		}))
+	}
+	return s, nil
+}
+
+// redisSentinelPoll is how often a session asks the Sentinels where the
+// master is.
+const redisSentinelPoll = 500 * time.Millisecond
+
+// masterAddr asks the Sentinels, in turn, for the master's address.
+func (s *RedisSource) masterAddr(ctx context.Context) (string, error) {
+	var last error = errors.New("no sentinel")
+	for _, sc := range s.sentinels {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		a, err := sc.GetMasterAddrByName(c, s.opts.SentinelMaster).Result()
+		cancel()
+		if err == nil && len(a) == 2 {
+			return net.JoinHostPort(a[0], a[1]), nil
+		}
+		last = err
+	}
+	return "", last
+}
+
+// followMaster ends the session when the Sentinels name another master
+// than the one it started on. After a failover the old master may live on
+// as a replica, still publishing the replicated writes' events, so the
+// subscription would not break by itself; a new session subscribes on the
+// new master, checks its notify-keyspace-events as at start (configuration
+// is not replicated) and resyncs, which emits only the differences.
+func (s *RedisSource) followMaster(ctx context.Context, fail context.CancelCauseFunc, master string) {
+	t := time.NewTicker(redisSentinelPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a, err := s.masterAddr(ctx)
+		switch {
+		case err != nil:
+			continue // the Sentinels are away; the data connection decides
+		case master == "":
+			master = a
+		case a != master:
+			s.log.Info("redis sentinel: the master moved; following it", "from", master, "to", a)
+			fail(fmt.Errorf("redis sentinel: master moved from %s to %s", master, a))
+			return
+		}
+	}
 }
 
 // Close releases the connections. Call it after Watch has returned.
 func (s *RedisSource) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.rdb.Close() })
+	s.closeOnce.Do(func() {
+		s.closeErr = s.rdb.Close()
+		for _, sc := range s.sentinels {
+			_ = sc.Close()
+		}
+	})
 	return s.closeErr
 }
 
@@ -388,6 +451,12 @@ func (s *RedisSource) Watch(ctx context.Context, sink hub.Sink) error {
 // session subscribes, resyncs and then applies notifications until something
 // fails. synced tells whether the first resync was handed to the sink.
 func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, err error) {
+	// With Sentinel, note the master first: if it moves while this session
+	// starts, followMaster sees a difference and starts another.
+	var master string
+	if len(s.sentinels) > 0 {
+		master, _ = s.masterAddr(ctx)
+	}
 	if err := s.Check(ctx); err != nil {
 		return false, err
 	}
@@ -416,6 +485,9 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 	p := newPendingKeys()
 	reading = true
 	go s.receive(ctx, cancel, ps, p, readerDone)
+	if len(s.sentinels) > 0 {
+		go s.followMaster(ctx, cancel, master)
+	}
 
 	if err := s.resync(ctx, sink); err != nil {
 		return false, err

@@ -1,0 +1,249 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store"
+	"github.com/presencehub/presencehub/store/storetest"
+)
+
+// startSentinel runs `redis-server <conf> --sentinel` watching master as
+// "mymaster", killed when the test ends.
+func startSentinel(t *testing.T, masterAddr string) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(masterAddr)
+	sp := freeTCPPort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+		"sentinel monitor mymaster %s %s 2\n"+
+		"sentinel down-after-milliseconds mymaster 2000\n"+
+		"sentinel failover-timeout mymaster 10000\n"+
+		"sentinel parallel-syncs mymaster 1\n", sp, dir, host, port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sentinel: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(sp)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { sc.Close() })
+	waitFor(t, 10*time.Second, "sentinel "+addr+" up", func() bool {
+		return sc.Ping(context.Background()).Err() == nil
+	}, func() string { return "" })
+	return addr
+}
+
+// timedSink is a fakeSink that notes when each update arrived.
+type timedSink struct {
+	*fakeSink
+	mu      sync.Mutex
+	times   []time.Time
+	resyncs []time.Time
+}
+
+func (s *timedSink) Resync(regs []hub.Registration) {
+	s.mu.Lock()
+	s.resyncs = append(s.resyncs, time.Now())
+	s.mu.Unlock()
+	s.fakeSink.Resync(regs)
+}
+
+func (s *timedSink) Update(updates ...hub.Update) {
+	s.mu.Lock()
+	s.times = append(s.times, time.Now())
+	s.mu.Unlock()
+	s.fakeSink.Update(updates...)
+}
+
+// TestRedisSentinelFailover: a master, a replica (without keyspace
+// notifications configured, as after a real promotion) and three
+// Sentinels on loopback; registrations change at 500/s while SENTINEL
+// FAILOVER promotes the replica. The watcher must follow the new master
+// (configuring its notifications as at start) and end with exactly the new
+// master's content, every change after the failover included. The test
+// logs the failover gap as the watcher saw it: the longest pause between
+// two updates around the failover.
+func TestRedisSentinelFailover(t *testing.T) {
+	ctx := context.Background()
+	master := storetest.StartRedis(t)
+	_, mport, _ := net.SplitHostPort(master.Addr)
+	replica := storetest.StartRedis(t, storetest.WithoutNotifications(), storetest.WithArgs("--replicaof", "127.0.0.1", mport))
+	var sentinels []string
+	for range 3 {
+		sentinels = append(sentinels, startSentinel(t, master.Addr))
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinels[0]})
+	defer sc.Close()
+	waitFor(t, 20*time.Second, "sentinel sees the replica in sync", func() bool {
+		reps, err := sc.Replicas(ctx, "mymaster").Result()
+		if err != nil || len(reps) == 0 {
+			return false
+		}
+		return reps[0]["flags"] == "slave" && reps[0]["master-link-status"] == "ok"
+	}, func() string { r, err := sc.Replicas(ctx, "mymaster").Result(); return fmt.Sprint(r, err) })
+
+	src, err := store.NewRedisSource(store.RedisOptions{
+		URL: "redis://unused/0", Sentinels: sentinels, SentinelMaster: "mymaster",
+		ConfigureNotifications: true, ReconcileEvery: -1, Logger: slog.New(&logRecorder{}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &timedSink{fakeSink: newFakeSink()}
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- src.Watch(wctx, sink) }()
+	defer func() {
+		stopWatch()
+		if err := <-watchDone; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+		src.Close()
+	}()
+	waitFor(t, 10*time.Second, "first resync", func() bool { return sink.resyncCount() >= 1 }, func() string { return "" })
+
+	// The writer: what an SBC does, through a Sentinel-aware client, at
+	// 500 changes a second over 200 users, retrying a write that fails
+	// while the master changes.
+	wc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: sentinels})
+	defer wc.Close()
+	stopWriting := make(chan struct{})
+	writerDone := make(chan int)
+	go func() {
+		n := 0
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopWriting:
+				writerDone <- n
+				return
+			case <-tick.C:
+			}
+			user := fmt.Sprintf("u%03d", n%200)
+			rec := store.SBCRecord{Contact: fmt.Sprintf("sip:%s@10.0.0.1:%d", user, n), Protocol: "udp", Proxy: "sip:1.2.3.4:5060"}
+			for {
+				c, cancel := context.WithTimeout(ctx, time.Second)
+				_, err := store.RegisterAsSBC(c, wc, user, "failover.example.com", rec, time.Hour)
+				cancel()
+				if err == nil {
+					break
+				}
+				select {
+				case <-stopWriting:
+					writerDone <- n
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			n++
+		}
+	}()
+
+	time.Sleep(time.Second)
+	before := master.Addr
+	failoverAt := time.Now()
+	if err := sc.Failover(ctx, "mymaster").Err(); err != nil {
+		t.Fatalf("SENTINEL FAILOVER: %v", err)
+	}
+	waitFor(t, 30*time.Second, "the replica promoted", func() bool {
+		addr, err := sc.GetMasterAddrByName(ctx, "mymaster").Result()
+		return err == nil && net.JoinHostPort(addr[0], addr[1]) == replica.Addr
+	}, func() string { a, err := sc.GetMasterAddrByName(ctx, "mymaster").Result(); return fmt.Sprint(a, err) })
+	time.Sleep(2 * time.Second) // changes after the failover
+	close(stopWriting)
+	writes := <-writerDone
+
+	// The new master's content, read directly.
+	nm := replica.Client(t)
+	want := map[string]string{}
+	keys, err := nm.Keys(ctx, "user:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		v, err := nm.Get(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[k[len("user:"):]] = v
+	}
+	if len(want) != 200 {
+		t.Fatalf("new master holds %d users, want 200", len(want))
+	}
+	waitFor(t, 20*time.Second, "the watcher's state equal to the new master's", func() bool {
+		if len(sink.aors()) != len(want) {
+			return false
+		}
+		for aor, raw := range want {
+			r, ok := sink.get(aor)
+			if !ok || !containsContact(raw, r.Contact) {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("watcher has %d users; new master %d", len(sink.aors()), len(want)) })
+	if cfg, _ := nm.ConfigGet(ctx, "notify-keyspace-events").Result(); cfg["notify-keyspace-events"] == "" {
+		t.Errorf("the new master's notify-keyspace-events were not configured")
+	}
+
+	// What the watcher saw: the last update from the old master, the
+	// resync on the new one, and the first update after it.
+	sink.mu.Lock()
+	var lastBefore, resyncAt, firstAfter time.Time
+	for _, at := range sink.resyncs {
+		if at.After(failoverAt) {
+			resyncAt = at
+			break
+		}
+	}
+	for _, at := range sink.times {
+		if resyncAt.IsZero() || at.Before(resyncAt) {
+			lastBefore = at
+		} else if firstAfter.IsZero() {
+			firstAfter = at
+		}
+	}
+	sink.mu.Unlock()
+	if resyncAt.IsZero() || firstAfter.IsZero() {
+		t.Fatalf("no resync or no update after the failover (resync %v, first update after %v)", resyncAt, firstAfter)
+	}
+	elapsed := time.Since(failoverAt) + time.Second
+	t.Logf("failover %s -> %s: %d writes (%.0f/s); SENTINEL FAILOVER at 0; last update from the old master at %v; "+
+		"resync on the new master at %v; first update after it at %v; failover time (last change before -> first change after) %v",
+		before, replica.Addr, writes, float64(writes)/elapsed.Seconds(),
+		lastBefore.Sub(failoverAt).Round(time.Millisecond), resyncAt.Sub(failoverAt).Round(time.Millisecond),
+		firstAfter.Sub(failoverAt).Round(time.Millisecond), firstAfter.Sub(lastBefore).Round(time.Millisecond))
+}
+
+func containsContact(raw, contact string) bool {
+	return contact != "" && len(raw) > 0 && (stringContains(raw, `"`+contact+`"`))
+}
+
+func stringContains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
