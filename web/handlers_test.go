@@ -821,3 +821,45 @@ func TestSignInRateLimited(t *testing.T) {
 		t.Error("a session was created past the limit")
 	}
 }
+
+// TestManagedInJambonz: with clients mirrored from jambonz the pages show
+// them without forms and the form endpoints answer 409 without writing.
+func TestManagedInJambonz(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.ManagedInJambonz = true })
+	tok := e.session("sp-key")
+	clientPath := "/accounts/" + acctA + "/clients/c0000000-0000-4000-8000-000000000001"
+
+	w := e.do(http.MethodGet, "/accounts/"+acctA, nil, tok)
+	wantStatus(t, w, http.StatusOK)
+	body := w.Body.String()
+	if strings.Contains(body, `data-testid="client-create-form"`) || !strings.Contains(body, `data-testid="managed-note"`) {
+		t.Errorf("account page: want the managed note and no create form")
+	}
+	w = e.do(http.MethodGet, clientPath, nil, tok)
+	wantStatus(t, w, http.StatusOK)
+	body = w.Body.String()
+	if strings.Contains(body, "<form method=\"post\" action=\""+clientPath) || strings.Contains(body, `data-testid="client-edit-form"`) ||
+		strings.Contains(body, `data-testid="client-delete-form"`) || !strings.Contains(body, `data-testid="client-details"`) {
+		t.Errorf("client page: want the details without edit or delete forms")
+	}
+
+	for _, tt := range []struct{ method, path string }{
+		{http.MethodGet, "/accounts/" + acctA + "/clients/new"},
+		{http.MethodPost, "/accounts/" + acctA + "/clients"},
+		{http.MethodPost, clientPath},
+		{http.MethodPost, clientPath + "/delete"},
+	} {
+		var w *httptest.ResponseRecorder
+		if tt.method == http.MethodPost {
+			w = e.post(tt.path, url.Values{"username": {"eve"}, "password": {"x"}}, tok)
+		} else {
+			w = e.do(tt.method, tt.path, nil, tok)
+		}
+		if w.Code != http.StatusConflict {
+			t.Errorf("%s %s = %d, want 409", tt.method, tt.path, w.Code)
+		}
+	}
+	if len(e.dir.created)+len(e.dir.updated)+len(e.dir.deleted) != 0 {
+		t.Errorf("writes reached the directory: created %d, updated %d, deleted %d", len(e.dir.created), len(e.dir.updated), len(e.dir.deleted))
+	}
+}
