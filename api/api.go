@@ -73,6 +73,9 @@ type Options struct {
 	Jambonz func() store.JambonzStatus
 	// Limits are the rate limits; zero values mean no limit.
 	Limits Limits
+	// Ready adds checks to GET /readyz: each string returned is a problem
+	// that makes it 503, worded for anyone to read (no addresses).
+	Ready func() []string
 }
 
 // Limits are the API's rate limits (token buckets, 429 past them).
@@ -112,6 +115,7 @@ type server struct {
 	stats   streamStats
 	jambonz func() store.JambonzStatus
 	lim     limiters
+	ready   func() []string
 }
 
 // limiters are the buckets of Limits.
@@ -132,6 +136,7 @@ func New(opts Options) http.Handler {
 		stream:  opts.Stream,
 		tickets: newTickets(opts.Limits.TicketsPerKey),
 		jambonz: opts.Jambonz,
+		ready:   opts.Ready,
 	}
 	lm := opts.Limits
 	s.lim.proxies = lm.Proxies

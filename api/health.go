@@ -17,18 +17,24 @@ func (s *server) handleHealthz() http.HandlerFunc {
 	}
 }
 
-// handleReadyz is 200 once the first Redis sync is applied and PostgreSQL
-// answers; 503 with the reasons otherwise.
+// handleReadyz is 200 once the first Redis sync is applied, the checks of
+// Options.Ready pass and PostgreSQL answers; 503 with the reasons otherwise.
+// The reasons name what is down, never an address or a driver's error text
+// (anyone may call /readyz): the details go to the log.
 func (s *server) handleReadyz() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var problems []string
 		if !s.pres.Ready() {
 			problems = append(problems, "presence snapshot not loaded from redis yet")
 		}
+		if s.ready != nil {
+			problems = append(problems, s.ready()...)
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.dir.Ping(ctx); err != nil {
-			problems = append(problems, "postgres unreachable: "+err.Error())
+			problems = append(problems, "postgres unreachable")
+			s.log.Warn("readyz: postgres unreachable", "err", err)
 		}
 		body := map[string]any{"status": "ready"}
 		if s.jambonz != nil {

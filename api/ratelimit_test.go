@@ -3,8 +3,10 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -174,5 +176,36 @@ func TestTicketLimits(t *testing.T) {
 	got = []int{post(asOwn), post(asOwn), post(asOwn)}
 	if fmt.Sprint(got) != "[201 201 429]" {
 		t.Errorf("tickets with a cap of 2 outstanding: %v", got)
+	}
+}
+
+// downDir is a directory whose database does not answer, with the error
+// text pgx gives (user, database, address).
+type downDir struct{ *store.DB }
+
+func (downDir) Ping(context.Context) error {
+	return fmt.Errorf("failed to connect to `user=postgres database=presencehub`: 127.0.0.1:5432 (127.0.0.1): dial error: connection refused")
+}
+
+// TestReadyzHidesConnectionErrors: anyone may call /readyz; it says what is
+// down, not where or as whom.
+func TestReadyzHidesConnectionErrors(t *testing.T) {
+	f := newFixture(t)
+	srv := httptest.NewServer(api.New(api.Options{Presence: f.hub, Directory: downDir{f.db},
+		Ready: func() []string { return []string{"redis unreachable"} }}))
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "postgres unreachable") || !strings.Contains(string(b), "redis unreachable") {
+		t.Errorf("readyz: %d %s", resp.StatusCode, b)
+	}
+	for _, leak := range []string{"user=", "127.0.0.1", "5432", "database="} {
+		if strings.Contains(string(b), leak) {
+			t.Errorf("readyz body leaks %q: %s", leak, b)
+		}
 	}
 }

@@ -368,7 +368,14 @@ func (s *server) keyToCreate(ctx context.Context, b keyBody) (store.APIKey, erro
 		if *b.ExpirySecs <= 0 {
 			return k, badRequest("expiry_secs must be a positive number of seconds")
 		}
-		t := time.Now().Add(time.Duration(*b.ExpirySecs) * time.Second).UTC()
+		secs := min(*b.ExpirySecs, 100*365*24*3600) // no overflow of time.Duration
+		t := time.Now().Add(time.Duration(secs) * time.Second).UTC()
+		k.ExpiresAt = &t
+	}
+	// A key never outlives the key that minted it: otherwise a short-lived
+	// key could mint itself a permanent one.
+	if p.ExpiresAt != nil && (k.ExpiresAt == nil || k.ExpiresAt.After(*p.ExpiresAt)) {
+		t := p.ExpiresAt.UTC()
 		k.ExpiresAt = &t
 	}
 	if b.AccountSID != nil && *b.AccountSID != "" {

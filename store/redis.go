@@ -23,10 +23,10 @@ import (
 	"github.com/presencehub/presencehub/hub"
 )
 
-// ErrNotifications is wrapped by the errors of Check and Watch when Redis
-// does not publish the keyspace notifications presencehub needs and they
-// could not be turned on. It is a configuration problem: retrying does not
-// help.
+// ErrNotifications is wrapped by the errors of Check when Redis does not
+// publish the keyspace notifications presencehub needs and they could not be
+// turned on. It is a configuration problem: Watch keeps retrying (someone may
+// fix it) and reports it through Health.
 var ErrNotifications = errors.New("redis keyspace notifications are not enabled")
 
 // RedisOptions configure a RedisSource.
@@ -172,6 +172,12 @@ type RedisSource struct {
 		notifications, reads, malformed, resyncs, reconnects atomic.Uint64
 		malformedKeys, lastResync                            atomic.Int64
 	}
+
+	// Health: connected after a session's first resync until it ends;
+	// lastSync the unix nanoseconds of the last resync; problem why not.
+	connected atomic.Bool
+	lastSync  atomic.Int64
+	problem   atomic.Pointer[string]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -415,28 +421,34 @@ func (s *RedisSource) probeNotifications(ctx context.Context, configErr error) e
 	return nil
 }
 
-// Watch feeds sink until ctx is done, and then returns nil. It returns an
-// error only when Redis is configured so that it cannot work (the error
-// wraps ErrNotifications); trouble with the connection is logged and retried
-// with a capped, jittered backoff, each new attempt resubscribing and
-// resyncing. Watch implements hub.Source; do not run two at once on one
-// RedisSource.
+// Watch feeds sink until ctx is done, and then returns nil. Trouble with
+// the connection is logged and retried with a capped, jittered backoff, each
+// new attempt resubscribing and resyncing. Redis without the keyspace
+// notifications (say, restarted without them) is retried too: that is a
+// configuration problem, logged as an error with the command that fixes it,
+// and Health reports it until it is fixed; the process does not exit, so
+// open sockets keep their (frozen) snapshot and reconnect to nothing new.
+// Watch implements hub.Source; do not run two at once on one RedisSource.
 func (s *RedisSource) Watch(ctx context.Context, sink hub.Sink) error {
 	delay := redisBackoffMin
 	for {
 		synced, err := s.session(ctx, sink)
+		s.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
-		}
-		if errors.Is(err, ErrNotifications) {
-			return err
 		}
 		if synced {
 			delay = redisBackoffMin
 		}
 		wait := delay/2 + randv2.N(delay/2+1)
 		delay = min(delay*2, redisBackoffMax)
-		s.log.Warn("redis watch interrupted; resubscribing and resyncing", "addr", s.addr, "err", err, "retry_in", wait)
+		if errors.Is(err, ErrNotifications) {
+			s.setProblem("redis keyspace notifications are off")
+			s.log.Error("redis does not publish keyspace notifications; presencehub is not ready until they are on", "addr", s.addr, "fix", err, "retry_in", wait)
+		} else {
+			s.setProblem("redis unreachable")
+			s.log.Warn("redis watch interrupted; resubscribing and resyncing", "addr", s.addr, "err", err, "retry_in", wait)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -447,6 +459,35 @@ func (s *RedisSource) Watch(ctx context.Context, sink hub.Sink) error {
 		s.m.reconnects.Add(1)
 	}
 }
+
+// RedisHealth is the state of the watch, for readiness.
+type RedisHealth struct {
+	// Connected: subscribed and the last full load handed to the sink.
+	Connected bool
+	// LastSync is when the last full load was handed to the sink (zero
+	// before the first).
+	LastSync time.Time
+	// Problem says, without addresses or credentials, why the watch is
+	// down ("" while connected).
+	Problem string
+}
+
+// Health returns the watch's current state.
+func (s *RedisSource) Health() RedisHealth {
+	h := RedisHealth{Connected: s.connected.Load()}
+	if n := s.lastSync.Load(); n != 0 {
+		h.LastSync = time.Unix(0, n)
+	}
+	if !h.Connected {
+		h.Problem = "redis watch not connected yet"
+		if p := s.problem.Load(); p != nil {
+			h.Problem = *p
+		}
+	}
+	return h
+}
+
+func (s *RedisSource) setProblem(p string) { s.problem.Store(&p) }
 
 // session subscribes, resyncs and then applies notifications until something
 // fails. synced tells whether the first resync was handed to the sink.
@@ -492,6 +533,7 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 	if err := s.resync(ctx, sink); err != nil {
 		return false, err
 	}
+	s.connected.Store(true)
 	var tick <-chan time.Time
 	if s.opts.ReconcileEvery > 0 {
 		t := time.NewTicker(s.opts.ReconcileEvery)
@@ -624,6 +666,7 @@ func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
 	took := time.Since(start)
 	s.m.resyncs.Add(1)
 	s.m.lastResync.Store(int64(took))
+	s.lastSync.Store(time.Now().UnixNano())
 	s.log.Debug("redis resync", "registrations", len(regs), "keys", len(seen), "read", loaded, "took", took)
 	return nil
 }

@@ -34,9 +34,17 @@ type recordJSON struct {
 	ExpiryTime        epochMilli `json:"expiryTime"`
 }
 
+// MaxRecordBytes caps a registration value: larger ones are malformed.
+const MaxRecordBytes = 64 << 10
+
 // parseRecord turns the key and value of a registration into a Registration
 // (Deadline left zero). The error says why the key is malformed.
 func parseRecord(key string, value []byte) (hub.Registration, error) {
+	if len(value) > MaxRecordBytes {
+		// An SBC writes a few hundred bytes; a huge value would be kept and
+		// copied to every subscriber.
+		return hub.Registration{}, fmt.Errorf("value is %d bytes, above the %d-byte cap", len(value), MaxRecordBytes)
+	}
 	user, realm, ok := aorOfKey(key)
 	if !ok {
 		return hub.Registration{}, errors.New(`key is not "user:<user>@<realm>"`)

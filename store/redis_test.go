@@ -224,6 +224,7 @@ func TestRedisMalformedValuesAreSkipped(t *testing.T) {
 		{"key without @", "user:nobody", str, `{"contact":"sip:a"}`},
 		{"key without user", "user:@example.com", str, `{"contact":"sip:a"}`},
 		{"key without realm", "user:x@", str, `{"contact":"sip:a"}`},
+		{"value above 64 KiB", "user:huge@example.com", str, `{"contact":"sip:` + strings.Repeat("a", 8<<20) + `"}`},
 	}
 	write := func(key string, k kind, value string) {
 		t.Helper()
@@ -416,7 +417,10 @@ func sameLetters(a, b string) bool {
 	return true
 }
 
-func TestRedisWatchFailsOnMissingNotifications(t *testing.T) {
+// TestRedisWatchWaitsForNotifications: Redis without keyspace notifications
+// does not end the watch (it used to return, and serve exited): Health says
+// what is wrong, and once someone turns them on the watch syncs.
+func TestRedisWatchWaitsForNotifications(t *testing.T) {
 	t.Parallel()
 	srv := storetest.StartRedis(t, storetest.WithoutNotifications())
 	src, err := store.NewRedisSource(store.RedisOptions{URL: srv.URL})
@@ -424,15 +428,44 @@ func TestRedisWatchFailsOnMissingNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sink := newFakeSink()
-	err = src.Watch(ctx, sink)
-	if !errors.Is(err, store.ErrNotifications) || ctx.Err() != nil {
-		t.Errorf("Watch = %v (context: %v), want an ErrNotifications error at once: retrying cannot fix configuration", err, ctx.Err())
+	done := make(chan error, 1)
+	go func() { done <- src.Watch(ctx, sink) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for src.Health().Problem != "redis keyspace notifications are off" {
+		select {
+		case err := <-done:
+			t.Fatalf("Watch returned %v; want it to keep retrying", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Health = %+v, want the notifications problem", src.Health())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if h := src.Health(); h.Connected || !h.LastSync.IsZero() || strings.Contains(h.Problem, "127.0.0.1") {
+		t.Errorf("Health = %+v: want not connected, never synced, no address in the problem", h)
 	}
 	if n := sink.resyncCount(); n != 0 {
 		t.Errorf("sink got %d resyncs from a Redis that publishes no notifications, want 0", n)
+	}
+	if err := srv.Client(t).ConfigSet(ctx, "notify-keyspace-events", "Kg$x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for !src.Health().Connected {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("not connected after the notifications were turned on: %+v", src.Health())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if h := src.Health(); h.LastSync.IsZero() || h.Problem != "" || sink.resyncCount() == 0 {
+		t.Errorf("after the fix: Health = %+v, %d resyncs", h, sink.resyncCount())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Watch = %v after cancel, want nil", err)
 	}
 }
 

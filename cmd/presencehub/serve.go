@@ -28,6 +28,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	listen := fs.EnvString("listen", "PRESENCEHUB_LISTEN", "127.0.0.1:8080", "address to listen on")
 	migrate := fs.EnvBool("migrate", "PRESENCEHUB_MIGRATE", false, "apply database migrations before serving")
 	configure := fs.EnvBool("redis-configure-notifications", "PRESENCEHUB_REDIS_CONFIGURE_NOTIFICATIONS", false, "set notify-keyspace-events on the Redis server if it lacks what presencehub needs")
+	maxSyncAge := fs.EnvDuration("max-sync-age", "PRESENCEHUB_MAX_SYNC_AGE", 0, "/readyz is 503 when the last full sync from Redis is older than this (0: three reconcile intervals; off when reconciling is off)")
 	reconcile := fs.EnvDuration("reconcile-interval", "PRESENCEHUB_RECONCILE_INTERVAL", 5*time.Minute, "how often to re-read every registration from Redis as a safety net (0 disables)")
 	history := fs.EnvInt("history", "PRESENCEHUB_HISTORY", 1024, "changes kept per account for websocket resume")
 	queueLen := fs.EnvInt("queue-len", "PRESENCEHUB_QUEUE_LEN", 1024, "bound of each websocket subscription's queue before conflation")
@@ -65,6 +66,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if *maxSyncAge < 0 {
+		return errors.New("--max-sync-age must not be negative")
 	}
 	if err := lim.check(); err != nil {
 		return err
@@ -133,6 +137,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
 		Limits:  limits,
 		Jambonz: jambonzStatus,
+		Ready:   func() []string { return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now()) },
 	})
 	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
 		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil})
@@ -233,6 +238,22 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles
 		srv.Close()
 	}
 	<-errc // http.ErrServerClosed
+	return nil
+}
+
+// redisReadiness is what the Redis watch adds to /readyz: the watch must be
+// connected and its last full sync younger than maxAge (by default three
+// reconcile intervals, since a healthy watch resyncs at every one).
+func redisReadiness(h store.RedisHealth, maxAge, reconcile time.Duration, now time.Time) []string {
+	if !h.Connected {
+		return []string{h.Problem}
+	}
+	if maxAge == 0 && reconcile > 0 {
+		maxAge = 3 * reconcile
+	}
+	if maxAge > 0 && !h.LastSync.IsZero() && now.Sub(h.LastSync) > maxAge {
+		return []string{fmt.Sprintf("last full sync from redis is older than %v", maxAge)}
+	}
 	return nil
 }
 
@@ -365,6 +386,21 @@ func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
 	m.Counter("presencehub_redis_notifications_total", "Keyspace notifications received.", rm.Notifications)
 	m.Counter("presencehub_redis_malformed_total", "Registration values skipped because they were malformed.", rm.Malformed)
 	m.Counter("presencehub_redis_reconnects_total", "Pub/sub reconnections to Redis.", rm.Reconnects)
+	m.Counter("presencehub_redis_reads_total", "Registration keys read from Redis (GET and PTTL), in resyncs and after notifications.", rm.Reads)
+	m.Counter("presencehub_redis_full_syncs_total", "Full loads of every registration from Redis handed to the hub.", rm.Resyncs)
+	m.Gauge("presencehub_redis_malformed_keys", "Registration keys currently skipped as malformed.", float64(rm.MalformedKeys))
+	m.Gauge("presencehub_redis_last_sync_duration_seconds", "Duration of the last full load from Redis.", rm.LastResyncDuration.Seconds())
+	health := src.Health()
+	connected := 0.0
+	if health.Connected {
+		connected = 1
+	}
+	m.Gauge("presencehub_redis_connected", "1 while the Redis watch is subscribed and synced.", connected)
+	age := -1.0
+	if !health.LastSync.IsZero() {
+		age = time.Since(health.LastSync).Seconds()
+	}
+	m.Gauge("presencehub_redis_last_sync_age_seconds", "Seconds since the last full load from Redis (-1 before the first).", age)
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -136,6 +136,25 @@ func (r *RedisServer) Start() {
 	}
 }
 
+// StartWithoutNotifications starts the server again, on the same port,
+// empty and with notify-keyspace-events left empty: a Redis restarted by
+// someone who forgot the setting.
+func (r *RedisServer) StartWithoutNotifications() {
+	r.t.Helper()
+	r.mu.Lock()
+	var args []string
+	for i := 0; i < len(r.args); i++ {
+		if r.args[i] == "--notify-keyspace-events" {
+			i++
+			continue
+		}
+		args = append(args, r.args[i])
+	}
+	r.args = args
+	r.mu.Unlock()
+	r.Start()
+}
+
 func (r *RedisServer) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
