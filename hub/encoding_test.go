@@ -131,12 +131,12 @@ func TestSplitAOR(t *testing.T) {
 	}
 }
 
-func TestLower(t *testing.T) {
+func TestFold(t *testing.T) {
 	for in, want := range map[string]string{
 		"": "", "abc": "abc", "ABC": "abc", "MiXeD.Example.COM": "mixed.example.com", "ÉX": "Éx",
 	} {
-		if got := lower(in); got != want {
-			t.Errorf("lower(%q) = %q, want %q", in, got, want)
+		if got := Fold(in); got != want {
+			t.Errorf("Fold(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

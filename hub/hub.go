@@ -276,7 +276,7 @@ func (h *Hub) SetClients(realm string, clients map[string]Flags) {
 	// so keeping the caller's map would race with (and write into) it.
 	m := make(map[string]Flags, len(clients))
 	for name, f := range clients {
-		m[lower(name)] = f
+		m[Fold(name)] = f
 	}
 	r := h.realm(realm, true)
 	r.mu.Lock()
@@ -293,14 +293,14 @@ func (h *Hub) SetClient(realm, username string, f Flags, present bool) {
 		r.clients = make(map[string]Flags)
 	}
 	if present {
-		r.clients[lower(username)] = f
+		r.clients[Fold(username)] = f
 	} else {
-		delete(r.clients, lower(username))
+		delete(r.clients, Fold(username))
 	}
 }
 
 func (h *Hub) realm(name string, create bool) *realmState {
-	name = lower(name)
+	name = Fold(name)
 	h.mu.RLock()
 	r := h.realms[name]
 	h.mu.RUnlock()
@@ -363,7 +363,7 @@ func (h *Hub) resync(regs []Registration) {
 // subscribers without emitting it (see resync).
 func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 	reg := *in
-	reg.Realm = lower(reg.Realm)
+	reg.Realm = Fold(reg.Realm)
 	derived := reg.ExpiryTime == 0 && !reg.Deadline.IsZero()
 	if derived {
 		reg.ExpiryTime = reg.Deadline.UnixMilli()
@@ -462,7 +462,7 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 		event = EventExpired
 		h.Metrics.Expirations.Add(1)
 	}
-	h.emit(r, event, user, wire.AppendInactive(nil, user, r.clients[lower(user)]), now, nil)
+	h.emit(r, event, user, wire.AppendInactive(nil, user, r.clients[Fold(user)]), now, nil)
 }
 
 // emit records a change of r (locked by the caller) with the realm's next
@@ -638,19 +638,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func lower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; 'A' <= c && c <= 'Z' {
-					b[j] = c + 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }

@@ -146,7 +146,7 @@ func (h *Hub) AppendUsers(b []byte, realm string, names []string) []byte {
 			b = append(b, e.json...)
 			continue
 		}
-		b = wire.AppendInactive(b, n, r.clients[lower(n)])
+		b = wire.AppendInactive(b, n, r.clients[Fold(n)])
 	}
 	return append(b, ']')
 }

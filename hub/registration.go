@@ -42,15 +42,15 @@ type Flags = wire.Flags
 // SplitAOR splits "user@realm" at its last '@' (as jambonz's registrar does)
 // and lower-cases the realm. ok is false when either part is empty.
 //
-// The realm is lower-cased in ASCII only, exactly as every other realm the hub
-// sees: with strings.ToLower a non-ASCII realm from a notification's AOR would
-// not find the entry a Registration stored, and never be removed.
+// The realm is folded with Fold, exactly as every other realm the hub sees:
+// with strings.ToLower a non-ASCII realm from a notification's AOR would not
+// find the entry a Registration stored, and never be removed.
 func SplitAOR(aor string) (user, realm string, ok bool) {
 	i := strings.LastIndexByte(aor, '@')
 	if i <= 0 || i == len(aor)-1 {
 		return "", "", false
 	}
-	return aor[:i], lower(aor[i+1:]), true
+	return aor[:i], Fold(aor[i+1:]), true
 }
 
 // Status values of a user.
@@ -77,4 +77,28 @@ func appendUser(b []byte, r *Registration) []byte {
 		Name: r.User, Contact: r.Contact, ExpiryTime: r.ExpiryTime,
 		Protocol: r.Protocol, Proxy: r.Proxy, Flags: r.flags(),
 	})
+}
+
+// Fold is presencehub's one case-folding rule for SIP usernames and realms:
+// ASCII letters are lower-cased, every other byte is kept. The hub keys
+// realms and SIP clients by it, the store's unique index on a client's
+// username enforces it (fold_username in migration 0002) and the dashboard
+// merges SIP clients with registered users by it. It is ASCII-only on
+// purpose: Unicode folding differs between Go (strings.ToLower("İ") is
+// "i̇") and PostgreSQL, whose lower() follows the database's locale ("i"
+// under C.UTF-8, "İ" under C), so two rules would disagree about which
+// names are the same.
+func Fold(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }

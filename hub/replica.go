@@ -119,7 +119,7 @@ func (h *Hub) apply(changes []Applied) error {
 				r.protocols[old.reg.Protocol]--
 				r.usersChanged()
 			}
-			body = wire.AppendInactive(nil, c.User, r.clients[lower(c.User)])
+			body = wire.AppendInactive(nil, c.User, r.clients[Fold(c.User)])
 			if c.Event == EventExpired {
 				h.Metrics.Expirations.Add(1)
 			}
@@ -144,12 +144,12 @@ func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State) {
 	byRealm := make(map[string][]*State)
 	for i := range states {
 		st := &states[i]
-		name := lower(st.Reg.Realm)
+		name := Fold(st.Reg.Realm)
 		byRealm[name] = append(byRealm[name], st)
 	}
 	names := make(map[string]struct{})
 	for n := range seqs {
-		names[lower(n)] = struct{}{}
+		names[Fold(n)] = struct{}{}
 	}
 	for n := range byRealm {
 		names[n] = struct{}{}
@@ -161,7 +161,7 @@ func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State) {
 	h.mu.RUnlock()
 	lowSeqs := make(map[string]uint64, len(seqs))
 	for n, s := range seqs {
-		lowSeqs[lower(n)] = s
+		lowSeqs[Fold(n)] = s
 	}
 
 	newEpoch := epoch != h.Epoch()

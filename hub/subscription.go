@@ -137,7 +137,7 @@ func (s *Subscription) snapshotLocked() Snapshot {
 			snap.Users = append(snap.Users, wire.AppendStreamUser(nil, e.json, e.eventTime))
 			continue
 		}
-		snap.Users = append(snap.Users, wire.AppendStreamUser(nil, wire.AppendInactive(nil, n, r.clients[lower(n)]), zeroTime))
+		snap.Users = append(snap.Users, wire.AppendStreamUser(nil, wire.AppendInactive(nil, n, r.clients[Fold(n)]), zeroTime))
 	}
 	return snap
 }

@@ -34,10 +34,15 @@ function startAccountPage(data) {
 
   // ---- model ---------------------------------------------------------------
 
-  /** key (lower-case name) → row */
+  // foldName is the server's one rule for usernames that are the same
+  // (hub.Fold): ASCII letters lower-cased, nothing else, so the page merges
+  // SIP clients and registrations exactly as the server does.
+  const foldName = (name) => name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+
+  /** key (foldName(name)) → row */
   const rows = new Map();
   const newRow = (name) => ({
-    key: name.toLowerCase(), name, client: null, user: null,
+    key: foldName(name), name, client: null, user: null,
     since: null, lastEvent: null, eventTime: null, status: 'offline', v: 0,
   });
   const registered = (r) => !!(r.user && r.user.registered_status === 'active');
@@ -52,7 +57,7 @@ function startAccountPage(data) {
   };
 
   for (const c of data.clients || []) {
-    const k = c.name.toLowerCase();
+    const k = foldName(c.name);
     if (rows.has(k)) continue;
     const r = newRow(c.name);
     r.client = c;
@@ -60,7 +65,7 @@ function startAccountPage(data) {
   }
   const t0 = now();
   for (const u of data.users || []) {
-    const k = u.name.toLowerCase();
+    const k = foldName(u.name);
     let r = rows.get(k);
     if (!r) rows.set(k, (r = newRow(u.name)));
     r.user = u;
@@ -73,7 +78,7 @@ function startAccountPage(data) {
   // applyUser puts one user object of the stream into the model. event is
   // the change's event, or null when it comes from a snapshot.
   function applyUser(u, event) {
-    const k = u.name.toLowerCase();
+    const k = foldName(u.name);
     let r = rows.get(k);
     const active = u.registered_status === 'active';
     if (!r) {
@@ -110,7 +115,7 @@ function startAccountPage(data) {
   function applySnapshot(users) {
     const seen = new Set();
     for (const u of users.values()) {
-      seen.add(u.name.toLowerCase());
+      seen.add(foldName(u.name));
       applyUser(u, null);
     }
     for (const [k, r] of rows) {

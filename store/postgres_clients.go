@@ -114,7 +114,7 @@ func (db *DB) Clients(ctx context.Context, f ClientFilter) ([]Client, error) {
 	rows, _ := db.pool.Query(ctx, clientSelect+` JOIN accounts a ON a.account_sid = c.account_sid
 		WHERE ($1::uuid IS NULL OR c.account_sid = $1)
 		  AND ($2::uuid IS NULL OR a.service_provider_sid = $2)
-		ORDER BY lower(c.username), c.username, c.account_sid`, nullIfEmpty(account), nullIfEmpty(sp))
+		ORDER BY fold_username(c.username), c.username, c.account_sid`, nullIfEmpty(account), nullIfEmpty(sp))
 	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Client, error) { return db.scanClient(r) })
 	if err != nil {
 		return nil, mapError(err, "list clients", "")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/presencehub/presencehub/hub"
 )
 
 func TestMaskPassword(t *testing.T) {
@@ -241,5 +243,38 @@ func TestClientErrorFields(t *testing.T) {
 		if se == nil || se.Kind != tt.kind || se.Field != tt.field || se.Message == "" {
 			t.Errorf("%s: %#v, want an *Error of %v for field %q with a message", tt.name, tt.err, tt.kind, tt.field)
 		}
+	}
+}
+
+// TestUsernameFoldIsTheHubs: the database decides which usernames are the
+// same (the unique index) by the rule the hub looks clients up by.
+func TestUsernameFoldIsTheHubs(t *testing.T) {
+	t.Parallel()
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	for _, s := range []string{"", "alice", "ALICE", "MiXeD-07", "ZOË", "zoë", "İstanbul", "STRASSE ẞ", "Ǆemal", "ÀÉÎ", "日本"} {
+		var got string
+		if err := db.pool.QueryRow(ctx, `SELECT fold_username($1)`, s).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if want := hub.Fold(s); got != want {
+			t.Errorf("fold_username(%q) = %q, hub.Fold = %q", s, got, want)
+		}
+	}
+
+	acct := mustAccount(t, db, mustSP(t, db, "sp"), "acct", "")
+	tests := []struct {
+		first, second string
+		want          error
+	}{
+		{"Bob", "bOB", ErrConflict}, // ASCII case: the same client
+		{"ZOË", "zoë", nil},         // non-ASCII case: two names, as for the hub
+		{"İsmail", "ismail", nil},   // lower() folds 'İ' under C.UTF-8; the hub does not
+		{"Ǆemal", "ǆemal", nil},
+	}
+	for _, tt := range tests {
+		mustClient(t, db, acct, tt.first, "pw")
+		_, err := db.CreateClient(ctx, Client{AccountSID: acct.SID, Username: tt.second}, "pw")
+		wantErr(t, fmt.Sprintf("CreateClient(%q) next to %q", tt.second, tt.first), err, tt.want)
 	}
 }

@@ -28,7 +28,7 @@ const (
 
 // WatchClients keeps fn told of every account's SIP clients, keyed by
 // realm. It loads every account that has a SIP realm and calls fn(realm,
-// clients) once per account, with clients keyed by lower-cased username
+// clients) once per account, with clients keyed by hub.Fold(username)
 // (inactive clients included). Then it follows changes: LISTEN on a dedicated
 // connection, fed by triggers on accounts and clients; each notification
 // reloads that account and calls fn again. An account that loses its realm
@@ -193,7 +193,7 @@ func loadClients(ctx context.Context, conn *pgx.Conn, accountSID string) (map[st
 			out[sid] = ac
 		}
 		if username != nil { // LEFT JOIN: an account without clients
-			ac.clients[asciiLower(*username)] = hub.Flags{App: *app, Queue: *queue, User: *user}
+			ac.clients[hub.Fold(*username)] = hub.Flags{App: *app, Queue: *queue, User: *user}
 		}
 		return nil
 	})
@@ -243,16 +243,4 @@ func (w *watcher) drop(sid string) {
 	}
 	delete(w.ownerOf, realm)
 	w.fn(realm, nil)
-}
-
-// asciiLower lower-cases ASCII letters only, as hub does for the users it
-// looks up; strings.ToLower would disagree with it on other letters.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }

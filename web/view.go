@@ -97,7 +97,7 @@ func BuildRows(clients []store.Client, users []hub.UserView, now time.Time) []Us
 	rows := make([]UserRow, 0, max(len(clients), len(users)))
 	index := make(map[string]int, len(clients)+len(users))
 	for _, c := range clients {
-		k := strings.ToLower(c.Username)
+		k := hub.Fold(c.Username)
 		if _, dup := index[k]; dup {
 			continue
 		}
@@ -108,7 +108,7 @@ func BuildRows(clients []store.Client, users []hub.UserView, now time.Time) []Us
 		})
 	}
 	for _, u := range users {
-		k := strings.ToLower(u.Name)
+		k := hub.Fold(u.Name)
 		i, ok := index[k]
 		if !ok {
 			i = len(rows)
@@ -128,7 +128,7 @@ func BuildRows(clients []store.Client, users []hub.UserView, now time.Time) []Us
 }
 
 func compareNames(a, b string) int {
-	if c := cmp.Compare(strings.ToLower(a), strings.ToLower(b)); c != 0 {
+	if c := cmp.Compare(hub.Fold(a), hub.Fold(b)); c != 0 {
 		return c
 	}
 	return cmp.Compare(a, b)
@@ -262,6 +262,8 @@ type Table struct {
 // ApplyQuery filters and sorts rows (sorted by name on entry) and cuts the
 // requested page (the last page when q.Page is past it).
 func ApplyQuery(rows []UserRow, q TableQuery, now time.Time) Table {
+	// A search, not an identity: Unicode case-insensitive, so "zoë" finds
+	// "ZOË" (rows are merged by hub.Fold).
 	needle := strings.ToLower(q.Q)
 	out := make([]UserRow, 0, len(rows))
 	for _, r := range rows {

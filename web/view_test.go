@@ -353,3 +353,18 @@ func TestFmtDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildRowsFoldsLikeTheHub: a client and a registration are one row when
+// hub.Fold says they are the same name, and only then.
+func TestBuildRowsFoldsLikeTheHub(t *testing.T) {
+	clients := []store.Client{{Username: "Alice", SID: "c1"}, {Username: "ZOË", SID: "c2"}}
+	users := []hub.UserView{{Name: "alice"}, {Name: "zoë"}}
+	var got []string
+	for _, r := range BuildRows(clients, users, t0) {
+		got = append(got, fmt.Sprintf("%s/%v/%v", r.Name, r.HasClient(), r.Registered))
+	}
+	want := []string{"Alice/true/true", "ZOË/true/false", "zoë/false/true"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rows = %v, want %v", got, want)
+	}
+}
