@@ -21,15 +21,6 @@ import (
 	"github.com/presencehub/presencehub/store"
 )
 
-// Close codes of the stream (see README):
-//
-//	1000 normal closure        the client closed, or unsubscribed everything and closed
-//	1001 going away            the server is shutting down
-//	1008 policy violation      the client did not answer pings, or could not take frames within the write timeout
-//	1009 message too big       a client frame exceeded the read limit
-//	1011 internal error        unexpected server error
-const sessionCookie = "ph_session"
-
 type streamStats struct {
 	connections     atomic.Int64
 	accepted        atomic.Uint64
@@ -41,7 +32,13 @@ type streamStats struct {
 }
 
 // handleStream upgrades GET /v1/stream to a websocket that carries
-// subscriptions to accounts' presence.
+// subscriptions to accounts' presence. The server closes it with (see README):
+//
+//	1000 normal closure        the client closed, or unsubscribed everything and closed
+//	1001 going away            the server is shutting down
+//	1008 policy violation      the client did not answer pings, or could not take frames within the write timeout
+//	1009 message too big       a client frame exceeded the read limit
+//	1011 internal error        unexpected server error
 func (s *server) handleStream() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -193,9 +190,9 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie 
 		}
 		return p, false, store.ErrUnauthorized
 	}
-	ck, err := r.Cookie("__Host-" + sessionCookie) // the dashboard's name when cookies are Secure
+	ck, err := r.Cookie(store.SecureCookiePrefix + store.SessionCookie) // the dashboard's name when cookies are Secure
 	if err != nil {
-		ck, err = r.Cookie(sessionCookie)
+		ck, err = r.Cookie(store.SessionCookie)
 	}
 	if err == nil && ck.Value != "" {
 		p, err = s.dir.Session(r.Context(), ck.Value)

@@ -85,11 +85,6 @@ type spBody struct {
 	Description *string `json:"description"`
 }
 
-// canSeeSP: admin every provider; SP and account keys their own provider.
-func canSeeSP(p store.Principal, sid string) bool {
-	return p.Scope == store.ScopeAdmin || (p.ServiceProviderSID != "" && p.ServiceProviderSID == sid)
-}
-
 func (s *server) handleSPList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := principal(r.Context())
@@ -100,7 +95,7 @@ func (s *server) handleSPList() http.Handler {
 		}
 		out := make([]store.ServiceProvider, 0, len(all))
 		for _, sp := range all {
-			if canSeeSP(p, sp.SID) {
+			if p.CanSeeServiceProvider(sp.SID) {
 				out = append(out, sp)
 			}
 		}
@@ -146,7 +141,7 @@ func (s *server) visibleSP(r *http.Request) (store.ServiceProvider, error) {
 	if err != nil {
 		return sp, err
 	}
-	if !canSeeSP(principal(r.Context()), sp.SID) {
+	if !principal(r.Context()).CanSeeServiceProvider(sp.SID) {
 		return sp, errForbidden
 	}
 	return sp, nil
@@ -308,20 +303,6 @@ type keyBody struct {
 	ExpirySecs         *int64  `json:"expiry_secs"`
 }
 
-// canSeeKey: admin all; an SP key the keys of its provider and its accounts;
-// an account key the keys of its account.
-func canSeeKey(p store.Principal, k store.APIKey) bool {
-	switch p.Scope {
-	case store.ScopeAdmin:
-		return true
-	case store.ScopeServiceProvider:
-		return k.ServiceProviderSID == p.ServiceProviderSID
-	case store.ScopeAccount:
-		return k.AccountSID == p.AccountSID
-	}
-	return false
-}
-
 func (s *server) handleKeyList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ks, err := s.dir.APIKeys(r.Context(), principal(r.Context()))
@@ -395,7 +376,7 @@ func (s *server) keyToCreate(ctx context.Context, b keyBody) (store.APIKey, erro
 		if !store.ValidSID(*b.ServiceProviderSID) {
 			return k, badRequest("malformed service_provider_sid")
 		}
-		if !canSeeSP(p, *b.ServiceProviderSID) {
+		if !p.CanSeeServiceProvider(*b.ServiceProviderSID) {
 			return k, errForbidden
 		}
 		k.ServiceProviderSID = *b.ServiceProviderSID
@@ -416,7 +397,7 @@ func (s *server) visibleKey(r *http.Request) (store.APIKey, error) {
 	if err != nil {
 		return k, err
 	}
-	if !canSeeKey(principal(r.Context()), k) {
+	if !principal(r.Context()).CanSeeAPIKey(k) {
 		return k, errNotFound
 	}
 	return k, nil

@@ -10,6 +10,17 @@ package store
 
 import "time"
 
+// The dashboard's session cookie: web sets it at sign-in, the stream (api)
+// accepts it instead of a bearer key.
+const (
+	// SessionCookie carries a session token (CreateSession).
+	SessionCookie = "ph_session"
+	// SecureCookiePrefix comes before a cookie's name when cookies are
+	// Secure: the browser then takes the cookie only from this host, over
+	// HTTPS, with Path=/ and no Domain.
+	SecureCookiePrefix = "__Host-"
+)
+
 // Scopes of an API key or session.
 const (
 	ScopeAdmin           = "admin"
@@ -76,6 +87,30 @@ func (p Principal) CanSeeAccount(a Account) bool {
 		return p.ServiceProviderSID != "" && a.ServiceProviderSID == p.ServiceProviderSID
 	case ScopeAccount:
 		return p.AccountSID != "" && a.SID == p.AccountSID
+	}
+	return false
+}
+
+// CanSeeServiceProvider reports whether p may read service provider sid:
+// admin every provider, service-provider and account keys their own.
+func (p Principal) CanSeeServiceProvider(sid string) bool {
+	return p.Scope == ScopeAdmin || (p.ServiceProviderSID != "" && p.ServiceProviderSID == sid)
+}
+
+// CanSeeAPIKey reports whether p may see or delete API key k: admin every
+// key, a service-provider key the keys of its provider and of its
+// accounts, an account key the keys of its account. Like the other CanSee
+// rules it grants nothing on an empty sid (api's canSeeKey matched an
+// account principal without an account to every key without one: admin and
+// service-provider keys).
+func (p Principal) CanSeeAPIKey(k APIKey) bool {
+	switch p.Scope {
+	case ScopeAdmin:
+		return true
+	case ScopeServiceProvider:
+		return p.ServiceProviderSID != "" && k.ServiceProviderSID == p.ServiceProviderSID
+	case ScopeAccount:
+		return p.AccountSID != "" && k.AccountSID == p.AccountSID
 	}
 	return false
 }

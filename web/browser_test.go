@@ -34,7 +34,7 @@ type fakeStream struct {
 }
 
 func (f *fakeStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, err := r.Cookie(SessionCookie)
+	c, err := r.Cookie(store.SessionCookie)
 	if err != nil {
 		http.Error(w, "no session", http.StatusUnauthorized)
 		return
@@ -293,7 +293,7 @@ func TestBrowserTenThousandUsers(t *testing.T) {
 	e.pres.users["a.example"] = users
 	b := newBrowser(t, e)
 	b.do(chromedp.Navigate(b.srv.URL + "/signin"))
-	if _, err := chromedp.Call(b.ctx, network.SetCookie, network.SetCookieParams{Name: SessionCookie, Value: e.session("admin-key"), URL: b.srv.URL}); err != nil {
+	if _, err := chromedp.Call(b.ctx, network.SetCookie, network.SetCookieParams{Name: store.SessionCookie, Value: e.session("admin-key"), URL: b.srv.URL}); err != nil {
 		t.Fatal(err)
 	}
 	b.do(chromedp.Navigate(b.srv.URL+"/accounts/"+acctA), chromedp.WaitVisible(`#users-body`))

@@ -116,12 +116,12 @@ func (s *server) handleSignIn() http.HandlerFunc {
 			return
 		}
 		// A new sign-in replaces whatever session the browser had.
-		if old, err := s.readCookie(r, SessionCookie); err == nil && old.Value != "" && len(old.Value) <= 512 {
+		if old, err := s.readCookie(r, store.SessionCookie); err == nil && old.Value != "" && len(old.Value) <= 512 {
 			if err := s.dir.DeleteSession(r.Context(), old.Value); err != nil && !isClientError(err) {
 				s.log.Warn("could not delete the previous session", "err", err)
 			}
 		}
-		http.SetCookie(w, s.cookie(r, SessionCookie, token, int(ttl/time.Second)))
+		http.SetCookie(w, s.cookie(r, store.SessionCookie, token, int(ttl/time.Second)))
 		s.clearCookie(w, r, signInCookie)
 		s.log.Info("dashboard sign-in", "key", p.KeySID, "scope", p.Scope)
 		http.Redirect(w, r, next, http.StatusSeeOther)
@@ -137,7 +137,7 @@ func (s *server) handleSignOut() http.HandlerFunc {
 		}
 		if !ok {
 			// Already signed out (or expired): nothing to protect.
-			s.clearCookie(w, r, SessionCookie)
+			s.clearCookie(w, r, store.SessionCookie)
 			http.Redirect(w, r, "/signin", http.StatusSeeOther)
 			return
 		}
@@ -149,7 +149,7 @@ func (s *server) handleSignOut() http.HandlerFunc {
 			s.internalError(w, r, err)
 			return
 		}
-		s.clearCookie(w, r, SessionCookie)
+		s.clearCookie(w, r, store.SessionCookie)
 		http.Redirect(w, r, "/signin", http.StatusSeeOther)
 	}
 }

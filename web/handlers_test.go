@@ -76,7 +76,7 @@ func (e *env) do(method, target string, body url.Values, sessionToken string, hd
 		r = httptest.NewRequest(method, target, nil)
 	}
 	if sessionToken != "" {
-		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: sessionToken})
+		r.AddCookie(&http.Cookie{Name: store.SessionCookie, Value: sessionToken})
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Set(hdr[i], hdr[i+1])
@@ -119,7 +119,7 @@ func wantRedirect(t *testing.T, w *httptest.ResponseRecorder, to string) {
 // cookieNamed finds a cookie by name, with or without the __Host- prefix.
 func cookieNamed(w *httptest.ResponseRecorder, name string) *http.Cookie {
 	for _, c := range w.Result().Cookies() {
-		if c.Name == name || c.Name == HostPrefix+name {
+		if c.Name == name || c.Name == store.SecureCookiePrefix+name {
 			return c
 		}
 	}
@@ -150,7 +150,7 @@ func TestSignedOutHomeRedirectsToSignIn(t *testing.T) {
 	// A session that expired is cleared.
 	w = e.do(http.MethodGet, "/", nil, "gone")
 	wantRedirect(t, w, "/signin")
-	if c := cookieNamed(w, SessionCookie); c == nil || c.MaxAge >= 0 {
+	if c := cookieNamed(w, store.SessionCookie); c == nil || c.MaxAge >= 0 {
 		t.Errorf("stale session cookie not cleared: %+v", c)
 	}
 }
@@ -188,7 +188,7 @@ func TestSignInSetsSessionCookie(t *testing.T) {
 			e := newEnv(t, func(o *Options) { o.Secure = tt.secureOpt; o.SessionTTL = 2 * time.Hour })
 			w := e.signIn("  sp-key ", "", tt.tlsReq)
 			wantRedirect(t, w, "/")
-			c := cookieNamed(w, SessionCookie)
+			c := cookieNamed(w, store.SessionCookie)
 			if c == nil {
 				t.Fatal("no session cookie")
 			}
@@ -198,9 +198,9 @@ func TestSignInSetsSessionCookie(t *testing.T) {
 			if c.Secure != (tt.secureOpt || tt.tlsReq) {
 				t.Errorf("Secure = %v", c.Secure)
 			}
-			wantName := SessionCookie
+			wantName := store.SessionCookie
 			if c.Secure {
-				wantName = HostPrefix + SessionCookie
+				wantName = store.SecureCookiePrefix + store.SessionCookie
 			}
 			if c.Name != wantName {
 				t.Errorf("cookie name = %q, want %q", c.Name, wantName)
@@ -223,7 +223,7 @@ func TestSignInDefaultTTLAndKeyExpiry(t *testing.T) {
 	e := newEnv(t)
 	w := e.signIn("admin-key", "/accounts/"+acctB, false)
 	wantRedirect(t, w, "/accounts/"+acctB)
-	if ttl := e.dir.ttls[cookieNamed(w, SessionCookie).Value]; ttl != 12*time.Hour {
+	if ttl := e.dir.ttls[cookieNamed(w, store.SessionCookie).Value]; ttl != 12*time.Hour {
 		t.Errorf("default ttl = %v", ttl)
 	}
 	// A key expiring in 10 minutes makes a 10-minute session.
@@ -231,7 +231,7 @@ func TestSignInDefaultTTLAndKeyExpiry(t *testing.T) {
 	e.dir.keys["short-key"] = store.Principal{KeySID: "k-short", Scope: store.ScopeAdmin, ExpiresAt: &exp}
 	w = e.signIn("short-key", "//evil.example", false)
 	wantRedirect(t, w, "/")
-	if c := cookieNamed(w, SessionCookie); c.MaxAge != 600 || e.dir.ttls[c.Value] != 10*time.Minute {
+	if c := cookieNamed(w, store.SessionCookie); c.MaxAge != 600 || e.dir.ttls[c.Value] != 10*time.Minute {
 		t.Errorf("session of a short key: cookie %d s, ttl %v", c.MaxAge, e.dir.ttls[c.Value])
 	}
 }
@@ -248,7 +248,7 @@ func TestSignInBadKey(t *testing.T) {
 	if strings.Contains(w.Body.String(), "wrong-key") {
 		t.Error("the submitted key is echoed back")
 	}
-	if cookieNamed(w, SessionCookie) != nil || len(e.dir.sessions) != 0 {
+	if cookieNamed(w, store.SessionCookie) != nil || len(e.dir.sessions) != 0 {
 		t.Error("a session was made for a bad key")
 	}
 
@@ -290,7 +290,7 @@ func TestSignOut(t *testing.T) {
 	if _, ok := e.dir.sessions[tok]; ok {
 		t.Error("session not deleted")
 	}
-	if c := cookieNamed(w, SessionCookie); c == nil || c.MaxAge >= 0 {
+	if c := cookieNamed(w, store.SessionCookie); c == nil || c.MaxAge >= 0 {
 		t.Errorf("cookie not cleared: %+v", c)
 	}
 	// Signing out twice is harmless.
@@ -645,7 +645,7 @@ func TestCreateClientErrors(t *testing.T) {
 	e.dir.createErr = errors.New("connection reset by peer")
 	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(url.Values{"username": {"z"}, csrfField: {csrfToken(tok)}}.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	r.AddCookie(&http.Cookie{Name: SessionCookie, Value: tok})
+	r.AddCookie(&http.Cookie{Name: store.SessionCookie, Value: tok})
 	w = httptest.NewRecorder()
 	e.h.ServeHTTP(w, r)
 	wantStatus(t, w, http.StatusInternalServerError)
@@ -756,7 +756,7 @@ func TestDirectoryFailureIs500(t *testing.T) {
 	tok := e.session("admin-key")
 	e.dir.failAll = errors.New("db down")
 	r := httptest.NewRequest(http.MethodGet, "/accounts/"+acctA, nil)
-	r.AddCookie(&http.Cookie{Name: SessionCookie, Value: tok})
+	r.AddCookie(&http.Cookie{Name: store.SessionCookie, Value: tok})
 	w := httptest.NewRecorder()
 	e.h.ServeHTTP(w, r)
 	wantStatus(t, w, http.StatusInternalServerError)
@@ -817,7 +817,7 @@ func TestSignInRateLimited(t *testing.T) {
 	if w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "Too many sign-in attempts") {
 		t.Errorf("429 page: Retry-After %q, body %s", w.Header().Get("Retry-After"), w.Body.String())
 	}
-	if cookieNamed(w, SessionCookie) != nil {
+	if cookieNamed(w, store.SessionCookie) != nil {
 		t.Error("a session was created past the limit")
 	}
 }

@@ -90,13 +90,10 @@ type Options struct {
 
 // Cookie names.
 const (
-	// SessionCookie holds the dashboard session; /v1/stream authenticates
-	// browsers by it.
-	SessionCookie = "ph_session"
-	signInCookie  = "ph_signin" // double-submit CSRF token of the sign-in form
-	// HostPrefix is put before cookie names when cookies are Secure.
-	HostPrefix = "__Host-"
-	csrfField  = "csrf_token"
+	// store.SessionCookie holds the dashboard session; /v1/stream
+	// authenticates browsers by it.
+	signInCookie = "ph_signin" // double-submit CSRF token of the sign-in form
+	csrfField    = "csrf_token"
 )
 
 // CSP is the Content-Security-Policy of every response.
@@ -232,7 +229,7 @@ func sessionFrom(ctx context.Context) session {
 // lookupSession returns the request's session; ok is false when there is
 // none or it expired. err is set only for an unexpected failure.
 func (s *server) lookupSession(r *http.Request) (ss session, ok bool, err error) {
-	c, cerr := s.readCookie(r, SessionCookie)
+	c, cerr := s.readCookie(r, store.SessionCookie)
 	if cerr != nil || c.Value == "" || len(c.Value) > 512 {
 		return session{}, false, nil
 	}
@@ -256,8 +253,8 @@ func (s *server) requireSession(next http.Handler) http.Handler {
 			return
 		}
 		if !ok {
-			if _, err := s.readCookie(r, SessionCookie); err == nil {
-				s.clearCookie(w, r, SessionCookie) // expired or revoked
+			if _, err := s.readCookie(r, store.SessionCookie); err == nil {
+				s.clearCookie(w, r, store.SessionCookie) // expired or revoked
 			}
 			to := "/signin"
 			if r.Method == http.MethodGet && r.URL.Path != "/" {
@@ -292,7 +289,7 @@ func (s *server) checkCSRF(w http.ResponseWriter, r *http.Request) bool {
 // and no Domain, so a sibling subdomain cannot plant or shadow it.
 func (s *server) cookieName(r *http.Request, name string) string {
 	if s.secure || r.TLS != nil {
-		return HostPrefix + name
+		return store.SecureCookiePrefix + name
 	}
 	return name
 }
