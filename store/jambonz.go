@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/presencehub/presencehub/hub"
 	"golang.org/x/time/rate"
 )
 
@@ -483,7 +484,7 @@ func (j *Jambonz) readSource(ctx context.Context) (jzTenants, int, error) {
 			skip("clients", sid, err.Error())
 			continue
 		}
-		key := [2]string{c.accountSID, strings.ToLower(c.username)}
+		key := [2]string{c.accountSID, hub.Fold(c.username)} // the unique index's rule
 		if seen[key] {
 			skip("clients", sid, "another client of the account has the same username")
 			continue
