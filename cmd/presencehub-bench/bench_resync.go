@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 )
@@ -48,14 +52,32 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	for i := range aors {
 		aors[i] = benchAOR{fmt.Sprintf("u%07d", i+1), fmt.Sprintf("r%04d.%s.resync.bench.invalid", i%*nrealms, b.runID)}
 	}
+	memBefore, err := b.redisUsedMemory(ctx)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if err := b.registerAll(ctx, aors, 2*time.Hour); err != nil {
 		return err
 	}
-	b.logf("wrote %d registrations into redis in %v", *nregs, time.Since(t0).Round(time.Millisecond))
+	memAfter, err := b.redisUsedMemory(ctx)
+	if err != nil {
+		return err
+	}
+	redisPerReg := float64(memAfter-memBefore) / float64(*nregs)
+	b.logf("wrote %d registrations into redis in %v; redis used_memory grew by %s (%.0f B per registration)",
+		*nregs, time.Since(t0).Round(time.Millisecond), benchkit.FmtMiB(float64(memAfter-memBefore)), redisPerReg)
+	restore, err := b.slowlogAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer restore()
 
-	var cold, resync, rss benchkit.Spread
+	var cold, resync, rss, cpu, worstCold, worstResync benchkit.Spread
 	for run := 1; run <= *b.runs; run++ {
+		if err := b.rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
+			return fmt.Errorf("redis slowlog reset: %w", err)
+		}
 		start := time.Now()
 		srv, err := b.spawn(ctx)
 		if err != nil {
@@ -68,20 +90,123 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 		c := time.Since(start)
 		cold = append(cold, benchkit.Millis(c))
 		rss = append(rss, float64(srv.rss()))
+		cpu = append(cpu, benchkit.Millis(srv.cpu()))
+		wc, err := b.worstServerCommand(ctx)
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		worstCold = append(worstCold, benchkit.Millis(wc.Duration))
+		if err := b.rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
+			srv.stop()
+			return fmt.Errorf("redis slowlog reset: %w", err)
+		}
 
 		r, err := b.timeResync(ctx, srv)
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		wr, err := b.worstServerCommand(ctx)
 		srv.stop()
 		if err != nil {
 			return err
 		}
+		worstResync = append(worstResync, benchkit.Millis(wr.Duration))
 		resync = append(resync, benchkit.Millis(r))
-		b.logf("run %d: ready %v after start; resync %v after the subscription was killed", run, c.Round(time.Millisecond), r.Round(time.Millisecond))
+		b.logf("run %d: ready %v after start (server CPU %v, RSS %s); resync %v after the subscription was killed; "+
+			"slowest redis command of the server: %v while loading (%s), %v while resyncing (%s); load average %s",
+			run, c.Round(time.Millisecond), srv.cpu().Round(time.Millisecond), benchkit.FmtMiB(rss[len(rss)-1]), r.Round(time.Millisecond),
+			wc.Duration, commandName(wc.Args), wr.Duration, commandName(wr.Args), loadAverage())
 	}
 	n := benchkit.FmtCount(float64(*nregs))
+	ok := func(v, limit float64) *bool { return benchkit.BoolPtr(v <= limit) }
 	b.add("cold start to /readyz 200 ("+n+" registrations)", cold.Format(benchkit.FmtMs), "", nil)
-	b.add("server RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	b.add("server CPU time to /readyz 200", cpu.Format(benchkit.FmtMs), "", nil)
 	b.add("resync after a redis reconnect ("+n+")", resync.Format(benchkit.FmtMs), "", nil)
+	b.add("slowest redis command of the server while loading", worstCold.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstCold), 10))
+	b.add("slowest redis command of the server while resyncing", worstResync.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstResync), 10))
+	b.add("server RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	perReg := rss.Median() / float64(*nregs)
+	b.add("server RSS per registration (reference: redis used_memory per registration)",
+		fmt.Sprintf("%.0f B (redis %.0f B, ratio %.2f)", perReg, redisPerReg, perReg/redisPerReg), "ratio ≤ 2", ok(perReg/redisPerReg, 2))
 	return nil
+}
+
+// redisUsedMemory is INFO memory's used_memory.
+func (b *bench) redisUsedMemory(ctx context.Context) (int64, error) {
+	info, err := b.rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis info memory: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, errors.New("redis info memory has no used_memory")
+}
+
+// slowlogAll makes Redis log every command with its duration (the bench's
+// Redis is private), so that the server's slowest can be found; restore
+// puts the settings back.
+func (b *bench) slowlogAll(ctx context.Context) (restore func(), err error) {
+	old, err := b.rdb.ConfigGet(ctx, "slowlog-*").Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis config get slowlog: %w", err)
+	}
+	if err := b.rdb.ConfigSet(ctx, "slowlog-log-slower-than", "0").Err(); err != nil {
+		return nil, fmt.Errorf("redis config set slowlog: %w", err)
+	}
+	if err := b.rdb.ConfigSet(ctx, "slowlog-max-len", "1000000").Err(); err != nil {
+		return nil, fmt.Errorf("redis config set slowlog: %w", err)
+	}
+	return func() {
+		for k, v := range old {
+			_ = b.rdb.ConfigSet(context.Background(), k, v).Err()
+		}
+		_ = b.rdb.Do(context.Background(), "SLOWLOG", "RESET").Err()
+	}, nil
+}
+
+// worstServerCommand returns the longest command (as Redis timed its
+// execution) that a client named presencehub ran since the slowlog was
+// reset.
+func (b *bench) worstServerCommand(ctx context.Context) (redis.SlowLog, error) {
+	logs, err := b.rdb.SlowLogGet(ctx, -1).Result()
+	if err != nil {
+		return redis.SlowLog{}, fmt.Errorf("redis slowlog get: %w", err)
+	}
+	var worst redis.SlowLog
+	n := 0
+	for _, l := range logs {
+		if l.ClientName != "presencehub" {
+			continue
+		}
+		n++
+		if l.Duration > worst.Duration {
+			worst = l
+		}
+	}
+	if n == 0 {
+		return worst, errors.New("redis slowlog holds no command of a client named presencehub")
+	}
+	return worst, nil
+}
+
+func commandName(args []string) string {
+	if len(args) == 0 {
+		return "?"
+	}
+	return strings.ToUpper(args[0]) // Redis logs at most 32 arguments: no count
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // timeResync kills the server's Redis subscription and times until its
