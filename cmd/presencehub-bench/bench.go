@@ -31,6 +31,7 @@ type bench struct {
 	serverURL *string
 	serverPID *int
 	serverBin *string
+	serverEnv []string // added to the environment of the servers it starts
 	adminKey  *string
 	runs      *int
 	long      *bool

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -73,11 +75,16 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	}
 	defer restore()
 
-	var cold, resync, rss, cpu, worstCold, worstResync benchkit.Spread
+	var cold, resync, rss, heap, cpu, worstCold, worstResync benchkit.Spread
 	for run := 1; run <= *b.runs; run++ {
 		if err := b.rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
 			return fmt.Errorf("redis slowlog reset: %w", err)
 		}
+		pprofAddr, err := freeLoopback()
+		if err != nil {
+			return err
+		}
+		b.serverEnv = []string{"PRESENCEHUB_PPROF=" + pprofAddr}
 		start := time.Now()
 		srv, err := b.spawn(ctx)
 		if err != nil {
@@ -91,6 +98,12 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 		cold = append(cold, benchkit.Millis(c))
 		rss = append(rss, float64(srv.rss()))
 		cpu = append(cpu, benchkit.Millis(srv.cpu()))
+		live, err := b.liveHeap(ctx, pprofAddr)
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		heap = append(heap, float64(live))
 		wc, err := b.worstServerCommand(ctx)
 		if err != nil {
 			srv.stop()
@@ -114,9 +127,9 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 		}
 		worstResync = append(worstResync, benchkit.Millis(wr.Duration))
 		resync = append(resync, benchkit.Millis(r))
-		b.logf("run %d: ready %v after start (server CPU %v, RSS %s); resync %v after the subscription was killed; "+
+		b.logf("run %d: ready %v after start (server CPU %s, RSS %s, live heap %s); resync %v after the subscription was killed; "+
 			"slowest redis command of the server: %v while loading (%s), %v while resyncing (%s); load average %s",
-			run, c.Round(time.Millisecond), srv.cpu().Round(time.Millisecond), benchkit.FmtMiB(rss[len(rss)-1]), r.Round(time.Millisecond),
+			run, c.Round(time.Millisecond), benchkit.FmtMs(cpu[len(cpu)-1]), benchkit.FmtMiB(rss[len(rss)-1]), benchkit.FmtMiB(heap[len(heap)-1]), r.Round(time.Millisecond),
 			wc.Duration, commandName(wc.Args), wr.Duration, commandName(wr.Args), loadAverage())
 	}
 	n := benchkit.FmtCount(float64(*nregs))
@@ -127,10 +140,45 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	b.add("slowest redis command of the server while loading", worstCold.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstCold), 10))
 	b.add("slowest redis command of the server while resyncing", worstResync.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstResync), 10))
 	b.add("server RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	b.add("server live heap when ready (after a GC)", heap.Format(benchkit.FmtMiB), "", nil)
 	perReg := rss.Median() / float64(*nregs)
 	b.add("server RSS per registration (reference: redis used_memory per registration)",
 		fmt.Sprintf("%.0f B (redis %.0f B, ratio %.2f)", perReg, redisPerReg, perReg/redisPerReg), "ratio ≤ 2", ok(perReg/redisPerReg, 2))
+	heapPerReg := heap.Median() / float64(*nregs)
+	b.add("server live heap per registration (reference: redis used_memory per registration)",
+		fmt.Sprintf("%.0f B (redis %.0f B, ratio %.2f)", heapPerReg, redisPerReg, heapPerReg/redisPerReg), "ratio ≤ 2", ok(heapPerReg/redisPerReg, 2))
 	return nil
+}
+
+// freeLoopback returns a loopback address with a port free right now.
+func freeLoopback() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// liveHeap asks the server's profiler (--pprof) for a collection and the
+// heap that is left: what Redis's used_memory is to Redis, live bytes.
+func (b *bench) liveHeap(ctx context.Context, pprofAddr string) (int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+pprofAddr+"/debug/pprof/heap?gc=1&debug=1", nil)
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("server heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("server heap profile: %w", err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("server heap profile has no HeapAlloc line")
 }
 
 // redisUsedMemory is INFO memory's used_memory.

@@ -74,6 +74,7 @@ func (b *bench) spawn(ctx context.Context) (*benchServer, error) {
 		"PRESENCEHUB_DATABASE_URL="+*b.c.DatabaseURL,
 		"PRESENCEHUB_ENCRYPTION_KEY="+key,
 	)
+	cmd.Env = append(cmd.Env, b.serverEnv...)
 	// The load generators send from one address with one key, far above the
 	// per-IP and per-key REST limits: the benchmarks measure the server, not
 	// its limiter, unless the environment asks for limits.
