@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -75,6 +76,7 @@ type Metrics struct {
 	Subscribers  atomic.Int64  // current subscriptions
 	Expirations  atomic.Uint64 // removals emitted as "expired" (by the hub's clock, or reported after the deadline)
 	SyncedAtUnix atomic.Int64  // last full resync, unix ms
+	Claims       atomic.Uint64 // realms that changed owner (subscriptions ended, history dropped)
 }
 
 // Hub owns the presence snapshot. Create it with New and start it with Run.
@@ -143,6 +145,56 @@ func New(opts Options) *Hub {
 // Epoch identifies this hub's history; it changes on every start (in a
 // cluster: when the shared log is lost, see Rebuild).
 func (h *Hub) Epoch() string { return *h.epoch.Load() }
+
+// Claim records that owner (an account sid; "" for nobody) holds realm. When
+// that changes who holds it, the realm's presence stops belonging to the
+// previous holder, in one step under the realm's lock: its subscriptions end
+// (Next reports closed, Revoked true), its history and activity counts are
+// discarded, and its epoch changes (the hub's epoch plus a tag of the
+// holder, the same in every process of a cluster), so nobody can resume
+// into changes made while someone else held it. The registrations themselves stay: they are
+// what the SBC reports for the realm now. Claiming an unknown realm for
+// nobody does nothing.
+func (h *Hub) Claim(realm, owner string) {
+	r := h.realm(realm, owner != "")
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.claimLocked(r, owner)
+}
+
+// claimLocked is Claim with r.mu held.
+func (h *Hub) claimLocked(r *realmState, owner string) {
+	if r.owner == owner {
+		return
+	}
+	r.owner = owner
+	r.ownerTag = ownerTag(owner)
+	for s := range r.subs {
+		s.revoke()
+	}
+	h.Metrics.Subscribers.Add(-int64(len(r.subs)))
+	r.subs = make(map[*Subscription]struct{})
+	r.history = ring{buf: make([]*Change, 0, 16), max: r.history.max}
+	r.perSecond = [60]bucket{}
+	r.perMinute = [60]bucket{}
+	h.Metrics.Claims.Add(1)
+}
+
+// ownerTag is what a realm held by owner adds to the hub's epoch: a short
+// hash, so the account sid does not show in positions.
+func ownerTag(owner string) string {
+	if owner == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(owner))
+	return "." + hex.EncodeToString(sum[:4])
+}
+
+// epochOf is r's epoch; r.mu must be held.
+func (h *Hub) epochOf(r *realmState) string { return h.Epoch() + r.ownerTag }
 
 // Ready reports whether the first full sync from the source has been applied.
 func (h *Hub) Ready() bool { return h.ready.Load() }

@@ -14,6 +14,12 @@ import (
 type realmState struct {
 	name string
 
+	// owner is the account sid that holds the realm ("" none), ownerTag
+	// what it adds to the hub's epoch: the realm's epoch changes with its
+	// holder, so a later holder never resumes into an earlier one's changes.
+	owner    string
+	ownerTag string
+
 	mu        sync.RWMutex
 	users     map[string]*entry
 	clients   map[string]Flags // lower-cased username -> flags
@@ -240,7 +246,10 @@ type Stats struct {
 	Online            int
 	Protocols         map[string]int // protocol ("" when unknown) -> online users
 	ChangesLastMinute int
-	Seq               uint64
+	// Epoch and Seq are the realm's position: a stream subscriber resumes
+	// from them.
+	Epoch string
+	Seq   uint64
 	// Series is the online count at the end of each of the last 60 minutes,
 	// oldest first (the last element is the current count).
 	Series []int
@@ -250,12 +259,12 @@ type Stats struct {
 func (h *Hub) Stats(realm string) Stats {
 	r := h.realm(realm, false)
 	if r == nil {
-		return Stats{Protocols: map[string]int{}, Series: make([]int, 60)}
+		return Stats{Epoch: h.Epoch(), Protocols: map[string]int{}, Series: make([]int, 60)}
 	}
 	now := h.now()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	st := Stats{Online: r.online, Seq: r.seq, Protocols: make(map[string]int, len(r.protocols))}
+	st := Stats{Epoch: h.epochOf(r), Online: r.online, Seq: r.seq, Protocols: make(map[string]int, len(r.protocols))}
 	for p, n := range r.protocols {
 		if n > 0 {
 			st.Protocols[p] = n

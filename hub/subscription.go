@@ -19,6 +19,16 @@ type SubscribeRequest struct {
 	Users []string
 	// Since asks to resume after this position.
 	Since *Position
+	// Owner, if set, is the account sid the subscriber was authorised
+	// for: the subscription claims the realm for it first (see Claim), so
+	// it never starts from a previous holder's history.
+	Owner string
+	// Deferred asks for no snapshot now: the subscription starts marked
+	// for one (Next reports resync) and the caller builds it with
+	// Resnapshot when it is ready to write it, so an unwritten snapshot
+	// costs no memory. Start.Size estimates its encoded size. A resume
+	// is still answered at once.
+	Deferred bool
 	// Wake is signalled, without blocking, whenever items are queued or the
 	// subscription needs attention. Several subscriptions may share one.
 	Wake chan struct{}
@@ -42,8 +52,13 @@ type Snapshot struct {
 // Since could be served) the missed changes in order.
 type Start struct {
 	Resumed  bool
-	Snapshot Snapshot // when !Resumed
+	Snapshot Snapshot // when !Resumed and not Deferred
 	Missed   []*Change
+	// Epoch is the realm's epoch at subscription.
+	Epoch string
+	// Size is the encoded size in bytes of the users of the snapshot a
+	// Deferred subscription will get, as of now.
+	Size int
 }
 
 // Item is one queued change. Conflated is true when older changes of the same
@@ -68,6 +83,7 @@ type Subscription struct {
 	max     int
 	resync  bool
 	closed  bool
+	revoked bool   // closed because the realm changed owner
 	dropped uint64 // changes conflated away
 }
 
@@ -87,6 +103,9 @@ func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if req.Owner != "" {
+		h.claimLocked(r, req.Owner)
+	}
 	if h.stopped.Load() {
 		// Run has ended and nothing would ever close it: hand back a
 		// closed subscription, so Next reports closed at once.
@@ -94,8 +113,9 @@ func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 		s.signal()
 		return s, Start{Snapshot: s.snapshotLocked()}
 	}
-	var st Start
-	if p := req.Since; p != nil && p.Epoch == h.Epoch() {
+	epoch := h.epochOf(r)
+	st := Start{Epoch: epoch}
+	if p := req.Since; p != nil && p.Epoch == epoch {
 		if missed, ok := r.history.after(p.Seq, r.seq); ok {
 			st.Resumed = true
 			for _, c := range missed {
@@ -105,7 +125,12 @@ func (h *Hub) Subscribe(req SubscribeRequest) (*Subscription, Start) {
 			}
 		}
 	}
-	if !st.Resumed {
+	switch {
+	case st.Resumed:
+	case req.Deferred:
+		s.resync = true
+		st.Size = s.snapshotSizeLocked()
+	default:
 		st.Snapshot = s.snapshotLocked()
 	}
 	r.subs[s] = struct{}{}
@@ -124,7 +149,7 @@ func (s *Subscription) wants(user string) bool {
 // snapshotLocked builds the subscription's snapshot; r.mu must be held.
 func (s *Subscription) snapshotLocked() Snapshot {
 	r := s.realm
-	snap := Snapshot{Epoch: s.hub.Epoch(), Seq: r.seq}
+	snap := Snapshot{Epoch: s.hub.epochOf(r), Seq: r.seq}
 	if s.users == nil {
 		for _, n := range r.sortedUsers() {
 			e := r.users[n]
@@ -140,6 +165,30 @@ func (s *Subscription) snapshotLocked() Snapshot {
 		snap.Users = append(snap.Users, wire.AppendStreamUser(nil, wire.AppendInactive(nil, n, r.clients[Fold(n)]), zeroTime))
 	}
 	return snap
+}
+
+// inactiveSize is about what appendInactive and withEventTime add to a name.
+const inactiveSize = 200
+
+// snapshotSizeLocked estimates the encoded size of the users of the
+// subscription's snapshot without building it; r.mu must be held.
+func (s *Subscription) snapshotSizeLocked() int {
+	r := s.realm
+	n := 0
+	if s.users == nil {
+		for _, e := range r.users {
+			n += len(e.json) + 40
+		}
+		return n
+	}
+	for _, name := range s.names {
+		if e := r.users[name]; e != nil {
+			n += len(e.json) + 40
+			continue
+		}
+		n += len(name) + inactiveSize
+	}
+	return n
 }
 
 // push queues c; the realm's lock is held by the caller. It never blocks: a
@@ -252,6 +301,22 @@ func (s *Subscription) Close() {
 		s.hub.Metrics.Subscribers.Add(-1)
 	}
 	r.mu.Unlock()
+	s.close()
+}
+
+// Revoked reports whether the subscription was ended because its realm
+// changed owner (see Claim) rather than by Close or the hub stopping.
+func (s *Subscription) Revoked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revoked
+}
+
+// revoke closes s because its realm changed owner; the realm's lock is held.
+func (s *Subscription) revoke() {
+	s.mu.Lock()
+	s.revoked = true
+	s.mu.Unlock()
 	s.close()
 }
 

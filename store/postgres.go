@@ -35,6 +35,11 @@ type DB struct {
 	// token the database does not know; true means it is there now.
 	tokenFallback atomic.Pointer[func(ctx context.Context, token string) bool]
 
+	// authChanged is closed (and replaced) whenever cached keys and
+	// sessions are forgotten: see AuthChanged.
+	authMu      sync.Mutex
+	authChanged chan struct{}
+
 	// last_used bookkeeping (see touch).
 	touched  sync.Map // api_key_sid → *atomic.Int64 (unix nanoseconds of last enqueue)
 	touchCh  chan string
@@ -84,6 +89,8 @@ func Open(ctx context.Context, databaseURL, encryptionKey string) (*DB, error) {
 		keys:     newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),
 		sessions: newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),
 		touchCh:  make(chan string, 1024),
+
+		authChanged: make(chan struct{}),
 		stop:     stop,
 		done:     make(chan struct{}),
 	}
@@ -111,6 +118,26 @@ func (db *DB) Ping(ctx context.Context) error {
 func (db *DB) invalidateAuth() {
 	db.keys.clear()
 	db.sessions.clear()
+	db.signalAuthChanged()
+}
+
+// AuthChanged returns a channel that is closed the next time API keys or
+// sessions may have changed: a key or session deleted or changed by this
+// process, or (while WatchClients runs) by any process, or the listener
+// reconnecting. Holders of long-lived authorisations (stream connections)
+// re-check them then. Take the channel before checking, so a change during
+// the check is not missed.
+func (db *DB) AuthChanged() <-chan struct{} {
+	db.authMu.Lock()
+	defer db.authMu.Unlock()
+	return db.authChanged
+}
+
+func (db *DB) signalAuthChanged() {
+	db.authMu.Lock()
+	close(db.authChanged)
+	db.authChanged = make(chan struct{})
+	db.authMu.Unlock()
 }
 
 // --- errors ---

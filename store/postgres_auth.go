@@ -343,6 +343,7 @@ func (db *DB) DeleteSession(ctx context.Context, token string) error {
 	h := tokenHash(token)
 	_, err := db.pool.Exec(ctx, `DELETE FROM sessions WHERE token_hash = $1`, h[:])
 	db.sessions.remove(h)
+	db.signalAuthChanged() // its stream connections end now, not at the notification
 	if err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}

@@ -352,3 +352,50 @@ func TestSessions(t *testing.T) {
 		wantErr(t, "CreateSession with an expired key", err, ErrUnauthorized)
 	})
 }
+
+// TestAuthChanged: holders of long-lived authorisations (stream
+// connections) hear of every change that can end one: a key or session
+// deleted here, or by another process while the watcher listens.
+func TestAuthChanged(t *testing.T) {
+	t.Parallel()
+	db, url := openTestDB(t)
+	ctx := context.Background()
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(3 * time.Second):
+			return false
+		}
+	}
+	k1, _ := mustKey(t, db, APIKey{})
+	k2, _ := mustKey(t, db, APIKey{})
+	session, err := db.CreateSession(ctx, Principal{KeySID: k1.SID}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- db.WatchClients(wctx, func(string, map[string]hub.Flags) {}) }()
+	defer func() { cancel(); <-done }()
+	waitListening(t, db)
+
+	other := openDB(t, url, testKey)
+	tests := []struct {
+		name   string
+		change func() error
+	}{
+		{"session deleted here (sign-out)", func() error { return db.DeleteSession(ctx, session) }},
+		{"key deleted here", func() error { return db.DeleteAPIKey(ctx, k1.SID) }},
+		{"key deleted by another process", func() error { return other.DeleteAPIKey(ctx, k2.SID) }},
+	}
+	for _, tc := range tests {
+		ch := db.AuthChanged()
+		if err := tc.change(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !closed(ch) {
+			t.Errorf("%s: AuthChanged not signalled within 3s", tc.name)
+		}
+	}
+}

@@ -43,6 +43,13 @@ const (
 // WatchClients returns ctx.Err() when ctx is done, or an error that retrying
 // cannot fix (such as a missing table or bad credentials).
 func (db *DB) WatchClients(ctx context.Context, fn func(realm string, clients map[string]hub.Flags)) error {
+	return db.WatchAccounts(ctx, func(realm, _ string, clients map[string]hub.Flags) { fn(realm, clients) })
+}
+
+// WatchAccounts is WatchClients that also says which account holds each
+// realm: fn(realm, accountSID, clients) for an account that has the realm,
+// fn(realm, "", nil) when no account holds it any more.
+func (db *DB) WatchAccounts(ctx context.Context, fn func(realm, accountSID string, clients map[string]hub.Flags)) error {
 	w := &watcher{db: db, fn: fn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
 	backoff := watchBackoffMin
 	for {
@@ -86,7 +93,7 @@ func permanent(err error) bool {
 // watcher is the state of one WatchClients call.
 type watcher struct {
 	db *DB
-	fn func(realm string, clients map[string]hub.Flags)
+	fn func(realm, accountSID string, clients map[string]hub.Flags)
 	// What fn was last told: account sid → realm, and realm → account sid.
 	// ownerOf keeps fn(realm, nil) from wiping a realm that another account
 	// has just taken over (both notifications arrive, in either order).
@@ -230,7 +237,7 @@ func (w *watcher) apply(sid string, ac accountClients) {
 func (w *watcher) set(sid string, ac accountClients) {
 	w.realmOf[sid] = ac.realm
 	w.ownerOf[ac.realm] = sid
-	w.fn(ac.realm, ac.clients)
+	w.fn(ac.realm, sid, ac.clients)
 }
 
 // drop forgets sid's realm and clears it in fn, unless another account has
@@ -242,5 +249,5 @@ func (w *watcher) drop(sid string) {
 		return
 	}
 	delete(w.ownerOf, realm)
-	w.fn(realm, nil)
+	w.fn(realm, "", nil)
 }

@@ -19,7 +19,23 @@ import (
 type recorder struct {
 	mu    sync.Mutex
 	realm map[string]map[string]hub.Flags
+	owner map[string]string // realm → account sid, as WatchAccounts tells it
 	calls int
+}
+
+// accountFn is fn for WatchAccounts: it also records who holds each realm.
+func (r *recorder) accountFn(realm, accountSID string, clients map[string]hub.Flags) {
+	r.mu.Lock()
+	if r.owner == nil {
+		r.owner = map[string]string{}
+	}
+	if accountSID == "" {
+		delete(r.owner, realm)
+	} else {
+		r.owner[realm] = accountSID
+	}
+	r.mu.Unlock()
+	r.fn(realm, clients)
 }
 
 func (r *recorder) fn(realm string, clients map[string]hub.Flags) {
@@ -186,7 +202,7 @@ func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
 	bClients := map[string]hub.Flags{"bob": {User: true}}
 	for _, order := range []string{"old owner first", "new owner first"} {
 		rec := &recorder{realm: map[string]map[string]hub.Flags{}}
-		w := &watcher{fn: rec.fn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
+		w := &watcher{fn: rec.accountFn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
 		w.replaceAll(map[string]accountClients{
 			"a": {realm: "r.example.com", clients: aClients},
 			"b": {realm: "b.example.com", clients: bClients},
@@ -203,6 +219,9 @@ func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
 		}
 		if got, want := rec.String(), "r.example.com{bob:001} x.example.com{alice:100}"; got != want {
 			t.Errorf("%s: fn was left with %s, want %s", order, got, want)
+		}
+		if got, want := fmt.Sprint(rec.owner), "map[r.example.com:b x.example.com:a]"; got != want {
+			t.Errorf("%s: owners %s, want %s", order, got, want)
 		}
 	}
 }

@@ -55,9 +55,9 @@ type clientData struct {
 	User   bool   `json:"user"`
 }
 
-func buildPageData(a store.Account, clients []store.Client, users []hub.UserView, st hub.Stats, epoch string, q TableQuery, now time.Time) pageData {
+func buildPageData(a store.Account, clients []store.Client, users []hub.UserView, st hub.Stats, q TableQuery, now time.Time) pageData {
 	d := pageData{
-		AccountSID: a.SID, Realm: a.SIPRealm, Now: now.UnixMilli(), Epoch: epoch, Seq: st.Seq,
+		AccountSID: a.SID, Realm: a.SIPRealm, Now: now.UnixMilli(), Epoch: st.Epoch, Seq: st.Seq,
 		PageSize: PageSize, ExpiringWithin: ExpiringWithin.Milliseconds(), FeedSize: FeedSize,
 		Query: queryData{q.Q, q.Status, q.Protocol, q.Sort, q.Dir(), q.Page},
 		Users: make([]streamUser, 0, len(users)), Clients: make([]clientData, 0, len(clients)),

@@ -28,15 +28,18 @@ type fakePresence struct {
 func (p *fakePresence) Users(realm string) []hub.UserView { return p.users[realm] }
 func (p *fakePresence) Stats(realm string) hub.Stats {
 	if st, ok := p.stats[realm]; ok {
+		if st.Epoch == "" {
+			st.Epoch = "e1"
+		}
 		return st
 	}
-	return hub.Stats{Protocols: map[string]int{}, Series: make([]int, 60)}
+	return hub.Stats{Epoch: "e1", Protocols: map[string]int{}, Series: make([]int, 60)}
 }
 func (p *fakePresence) Recent(realm string, n int) []*hub.Change {
 	r := p.recent[realm]
 	return r[:min(n, len(r))]
 }
-func (p *fakePresence) Epoch() string { return "e1" }
+func (p *fakePresence) Claim(realm, owner string) {}
 
 type createCall struct {
 	Client   store.Client

@@ -303,6 +303,10 @@ func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.A
 	var users []hub.UserView
 	var recent []*hub.Change
 	if a.SIPRealm != "" {
+		// The page reads the realm as this account's: if the hub still
+		// counts it as someone else's (the notification of the change is
+		// on its way), the earlier holder's history goes first.
+		s.pres.Claim(a.SIPRealm, a.SID)
 		st = s.pres.Stats(a.SIPRealm)
 		users = s.pres.Users(a.SIPRealm)
 		recent = s.pres.Recent(a.SIPRealm, FeedSize)
@@ -321,7 +325,7 @@ func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.A
 		Table:    ApplyQuery(rows, q, now),
 		Chart:    BuildChart(st.Series),
 		Feed:     BuildFeed(recent),
-		Data:     buildPageData(a, clients, users, st, s.pres.Epoch(), q, now),
+		Data:     buildPageData(a, clients, users, st, q, now),
 		Create:   create,
 		CSRF:     ss.CSRF(),
 		Managed:  s.managed,

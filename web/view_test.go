@@ -236,8 +236,8 @@ func TestBuildOverview(t *testing.T) {
 
 func TestBuildPageData(t *testing.T) {
 	a := store.Account{SID: acctA, SIPRealm: "a.example"}
-	st := hub.Stats{Seq: 42, Series: []int{1, 2}}
-	d := buildPageData(a, fixtureClients(), fixtureUsers(), st, "ep0ch", TableQuery{Sort: "name", Page: 1}, t0)
+	st := hub.Stats{Epoch: "ep0ch", Seq: 42, Series: []int{1, 2}}
+	d := buildPageData(a, fixtureClients(), fixtureUsers(), st, TableQuery{Sort: "name", Page: 1}, t0)
 	b, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +259,7 @@ func TestBuildPageData(t *testing.T) {
 		t.Errorf("page data carries passwords: %s", s)
 	}
 	// Empty realm: never null arrays for the JS.
-	d = buildPageData(store.Account{SID: acctC}, nil, nil, hub.Stats{}, "e", TableQuery{}, t0)
+	d = buildPageData(store.Account{SID: acctC}, nil, nil, hub.Stats{}, TableQuery{}, t0)
 	b, _ = json.Marshal(d)
 	if !strings.Contains(string(b), `"users":[],"clients":[],"series":[]`) {
 		t.Errorf("empty page data = %s", b)

@@ -41,7 +41,9 @@ type Presence interface {
 	Users(realm string) []hub.UserView
 	Stats(realm string) hub.Stats
 	Recent(realm string, n int) []*hub.Change
-	Epoch() string
+	// Claim records which account holds a realm; a change of holder drops
+	// the realm's history and gives it a new epoch (see hub.Hub.Claim).
+	Claim(realm, owner string)
 }
 
 // Directory is the part of *store.DB the dashboard uses.

@@ -177,7 +177,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	ts := newTasks()
 	ts.start(ctx, "redis", func(ctx context.Context) error { return h.Run(ctx, src) })
 	ts.start(ctx, "postgres watcher", func(ctx context.Context) error {
-		err := db.WatchClients(ctx, func(realm string, clients map[string]hub.Flags) { h.SetClients(realm, clients) })
+		// The account that holds a realm owns its presence: a new holder
+		// (or none) ends the old one's subscriptions and history first.
+		err := db.WatchAccounts(ctx, func(realm, accountSID string, clients map[string]hub.Flags) {
+			h.Claim(realm, accountSID)
+			h.SetClients(realm, clients)
+		})
 		if err != nil && ctx.Err() == nil {
 			// The dashboard's flags of unregistered users go stale; the
 			// rest keeps working, so serve does not stop.
