@@ -91,8 +91,8 @@ func Open(ctx context.Context, databaseURL, encryptionKey string) (*DB, error) {
 		touchCh:  make(chan string, 1024),
 
 		authChanged: make(chan struct{}),
-		stop:     stop,
-		done:     make(chan struct{}),
+		stop:        stop,
+		done:        make(chan struct{}),
 	}
 	go db.touchLoop(bg)
 	return db, nil
