@@ -31,6 +31,9 @@ type directory interface {
 	Ping(ctx context.Context) error
 	Authenticate(ctx context.Context, token string) (store.Principal, error)
 	Session(ctx context.Context, token string) (store.Principal, error)
+	// AuthChanged is closed when keys or sessions may have changed: open
+	// stream connections then re-check their credentials.
+	AuthChanged() <-chan struct{}
 
 	CreateServiceProvider(ctx context.Context, sp store.ServiceProvider) (store.ServiceProvider, error)
 	ServiceProvider(ctx context.Context, sid string) (store.ServiceProvider, error)
@@ -97,12 +100,69 @@ type Limits struct {
 	MaxKeys int
 }
 
-// StreamOptions tune GET /v1/stream.
+// StreamOptions tune GET /v1/stream. Every client-controlled amount has a
+// bound here; zero values take the defaults.
 type StreamOptions struct {
 	PingInterval time.Duration // default 30s
 	WriteTimeout time.Duration // per frame, default 10s
 	ReadLimit    int64         // bytes per client frame, default 64 KiB
-	MaxSubs      int           // subscriptions per connection, default 1000
+	MaxSubs      int           // subscriptions per connection, default 128
+	// MaxNames bounds the watched users over all of a connection's
+	// subscriptions (default 10,000).
+	MaxNames int
+	// OutputBudget bounds the bytes waiting to be written to one
+	// connection, counting each first snapshot at its estimated size until
+	// it is built (default 16 MiB). A subscribe that would pass it is
+	// refused; any other frame that would pass it closes the connection
+	// (4008).
+	OutputBudget int
+	// MaxConnsPerKey bounds the open sockets of one API key (tickets and
+	// dashboard sessions count for their key); default 1,000.
+	MaxConnsPerKey int
+	// MaxUpgradesPerIP bounds the upgrades from one client address that
+	// are in progress and not yet authenticated (default 64).
+	MaxUpgradesPerIP int
+	// SubscribeRate and SubscribeBurst are the token bucket of subscribe
+	// frames per connection (default 10/s, bursts of 100);
+	// KeySubscribeRate and KeySubscribeBurst the one per key over all its
+	// connections (default 1,000/s, bursts of 20,000).
+	SubscribeRate     float64
+	SubscribeBurst    int
+	KeySubscribeRate  float64
+	KeySubscribeBurst int
+}
+
+// withDefaults fills in the zero values.
+func (o StreamOptions) withDefaults() StreamOptions {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defF := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = 30 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = 64 << 10
+	}
+	def(&o.MaxSubs, 128)
+	def(&o.MaxNames, 10_000)
+	def(&o.OutputBudget, 16<<20)
+	def(&o.MaxConnsPerKey, 1000)
+	def(&o.MaxUpgradesPerIP, 64)
+	defF(&o.SubscribeRate, 10)
+	def(&o.SubscribeBurst, 100)
+	defF(&o.KeySubscribeRate, 1000)
+	def(&o.KeySubscribeBurst, 20_000)
+	return o
 }
 
 type server struct {
@@ -116,6 +176,7 @@ type server struct {
 	jambonz func() store.JambonzStatus
 	lim     limiters
 	ready   func() []string
+	conns   *streamConns
 }
 
 // limiters are the buckets of Limits.
@@ -125,18 +186,32 @@ type limiters struct {
 	limited                     atomic.Uint64 // requests answered 429
 }
 
+// Handler is the API. Shutdown closes its websocket connections, which
+// http.Server.Shutdown does not see (they are hijacked): register it with
+// RegisterOnShutdown.
+type Handler struct {
+	http.Handler
+	s *server
+}
+
+// Shutdown refuses new stream connections and closes every open one with
+// 1001 (going away), subscribed or not. It returns when they are closed
+// (at most about 5 s, the close handshake's bound).
+func (h *Handler) Shutdown() { h.s.shutdown() }
+
 // New returns the API as one http.Handler. Paths it does not serve answer
 // 404 with a JSON body, so it can be mounted alongside the dashboard.
-func New(opts Options) http.Handler {
+func New(opts Options) *Handler {
 	s := &server{
 		pres:    opts.Presence,
 		dir:     opts.Directory,
 		log:     opts.Logger,
 		metrics: opts.Metrics,
-		stream:  opts.Stream,
+		stream:  opts.Stream.withDefaults(),
 		tickets: newTickets(opts.Limits.TicketsPerKey),
 		jambonz: opts.Jambonz,
 		ready:   opts.Ready,
+		conns:   newStreamConns(),
 	}
 	lm := opts.Limits
 	s.lim.proxies = lm.Proxies
@@ -147,17 +222,5 @@ func New(opts Options) http.Handler {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if s.stream.PingInterval <= 0 {
-		s.stream.PingInterval = 30 * time.Second
-	}
-	if s.stream.WriteTimeout <= 0 {
-		s.stream.WriteTimeout = 10 * time.Second
-	}
-	if s.stream.ReadLimit <= 0 {
-		s.stream.ReadLimit = 64 << 10
-	}
-	if s.stream.MaxSubs <= 0 {
-		s.stream.MaxSubs = 1000
-	}
-	return s.routes()
+	return &Handler{Handler: s.routes(), s: s}
 }

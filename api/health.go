@@ -80,6 +80,13 @@ func (s *server) handleMetrics() http.HandlerFunc {
 		m.Counter("presencehub_stream_resync_snapshots_total", "Fresh snapshots sent to subscribers that fell behind.", st.resyncs.Load())
 		m.Counter("presencehub_stream_bad_messages_total", "Client frames answered with an error frame.", st.badMessages.Load())
 		m.Counter("presencehub_http_rate_limited_total", "Requests answered 429 by a rate limit.", s.lim.limited.Load())
+		m.Counter("presencehub_stream_budget_closes_total", "Websocket connections closed 4008 because more than the output budget waited unread.", st.budgetCloses.Load())
+		m.Counter("presencehub_stream_unauthorized_closes_total", "Websocket connections closed 4001 because their credential was revoked or expired.", st.authCloses.Load())
+		m.Counter("presencehub_stream_revoked_subscriptions_total", "Subscriptions ended with an unauthorized error frame.", st.revokedSubs.Load())
+		m.Counter("presencehub_stream_limit_refusals_total", "Subscribes refused by the subscription, watched-user or output-budget cap.", st.limitRefusals.Load())
+		m.Counter("presencehub_stream_rate_limited_total", "Subscribes refused by the per-connection or per-key rate limit.", st.rateLimited.Load())
+		m.Counter("presencehub_stream_key_conn_refusals_total", "Upgrades refused (429) because the key had its maximum of open sockets.", st.keyConnRefusals.Load())
+		m.Counter("presencehub_stream_ip_refusals_total", "Upgrades refused (429) because the client address had its maximum of unauthenticated upgrades in progress.", st.ipRefusals.Load())
 		if s.jambonz != nil {
 			st := s.jambonz()
 			stale, since, last := 0.0, 0.0, 0.0

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -19,6 +18,22 @@ import (
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/hub/wire"
 	"github.com/presencehub/presencehub/store"
+	"golang.org/x/time/rate"
+)
+
+// Close codes of the stream (see README):
+//
+//	1000 normal closure        the client closed, or unsubscribed everything and closed
+//	1001 going away            the server is shutting down
+//	1008 policy violation      the client did not answer pings, or could not take frames within the write timeout
+//	1009 message too big       a client frame exceeded the read limit
+//	1011 internal error        unexpected server error
+//	4001 unauthorized          the credential the connection was opened with was revoked or expired
+//	4008 output budget         more than the output budget was waiting to be written to the client
+const (
+	closeUnauthorized  websocket.StatusCode = 4001
+	closeOutputBudget  websocket.StatusCode = 4008
+	unauthorizedReason                      = "credential revoked or expired"
 )
 
 type streamStats struct {
@@ -29,6 +44,15 @@ type streamStats struct {
 	frames          atomic.Uint64
 	resyncs         atomic.Uint64
 	badMessages     atomic.Uint64
+
+	// Budgets and authorisation (issue #9).
+	budgetCloses    atomic.Uint64 // connections closed 4008
+	authCloses      atomic.Uint64 // connections closed 4001
+	revokedSubs     atomic.Uint64 // subscriptions ended with an unauthorized error frame
+	limitRefusals   atomic.Uint64 // subscribes refused: subscription, name or budget cap
+	rateLimited     atomic.Uint64 // subscribes refused by a rate limit
+	keyConnRefusals atomic.Uint64 // upgrades refused: too many sockets for the key
+	ipRefusals      atomic.Uint64 // upgrades refused: too many unauthenticated upgrades from the IP
 }
 
 // handleStream upgrades GET /v1/stream to a websocket that carries
@@ -46,9 +70,28 @@ func (s *server) handleStream() http.Handler {
 			encode(w, http.StatusBadRequest, msg{"API keys never go into a URL: send Authorization: Bearer <key>, or get a ticket from POST /v1/StreamTickets and pass ?ticket="})
 			return
 		}
-		p, viaCookie, err := s.streamPrincipal(r)
+		if s.conns.isShuttingDown() {
+			encode(w, http.StatusServiceUnavailable, msg{"the server is shutting down"})
+			return
+		}
+		// Until it has authenticated, a connection counts against its
+		// client address: a flood of upgrades cannot pile up there.
+		ip := remoteIP(r)
+		if !s.conns.beginUpgrade(ip, s.stream.MaxUpgradesPerIP) {
+			s.stats.ipRefusals.Add(1)
+			refuseUpgrade(w, "too many unauthenticated stream connections from this address (at most "+strconv.Itoa(s.stream.MaxUpgradesPerIP)+"); retry later")
+			return
+		}
+		defer s.conns.endUpgrade(ip)
+		p, cred, viaCookie, err := s.streamPrincipal(r)
 		if err != nil {
 			fail(w, r, s.log, err)
+			return
+		}
+		key := s.conns.addKeyConn(p.KeySID, s.stream.MaxConnsPerKey, s.stream.KeySubscribeRate, s.stream.KeySubscribeBurst)
+		if key == nil {
+			s.stats.keyConnRefusals.Add(1)
+			refuseUpgrade(w, "too many open stream connections for this key (at most "+strconv.Itoa(s.stream.MaxConnsPerKey)+")")
 			return
 		}
 		// Cookie-authenticated upgrades come from the dashboard: the library
@@ -58,19 +101,43 @@ func (s *server) handleStream() http.Handler {
 		lh := &leanHijacker{ResponseWriter: w}
 		c, err := websocket.Accept(lh, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
 		if err != nil {
+			s.conns.removeKeyConn(p.KeySID)
 			s.log.Debug("websocket upgrade refused", "err", err)
 			return
 		}
 		c.SetReadLimit(s.stream.ReadLimit)
 		s.stats.accepted.Add(1)
 		s.stats.connections.Add(1)
-		sc := &streamConn{s: s, c: c, fc: lh.conn, p: p, subs: make(map[string]*streamSub)}
+		sc := &streamConn{s: s, c: c, fc: lh.conn, p: p, cred: cred, key: key, subs: make(map[string]*streamSub)}
+		if !s.conns.add(sc) { // shutting down meanwhile
+			s.stats.connections.Add(-1)
+			s.conns.removeKeyConn(p.KeySID)
+			c.Close(websocket.StatusGoingAway, "server shutting down")
+			return
+		}
+		s.startAuthWatch()
+		sc.armExpiry(p)
 		// The connection's reader runs in a goroutine of its own and this
 		// handler returns: net/http then lets go of the request, its
 		// headers and its connection state, which an idle websocket
 		// would otherwise keep for its whole life.
 		go sc.serve()
 	})
+}
+
+// refuseUpgrade answers an upgrade 429 with a Retry-After.
+func refuseUpgrade(w http.ResponseWriter, message string) {
+	w.Header().Set("Retry-After", "1")
+	encode(w, http.StatusTooManyRequests, msg{message})
+}
+
+// remoteIP is the client's address without its port.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // Buffer sizes of a stream connection. net/http hands a hijacked
@@ -177,50 +244,80 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return 
 // from where they are (writev).
 const batchCopyMax = 4 << 10
 
+// credential is what a stream connection authenticated with, kept so that
+// its authorisation can be checked again for as long as it is open.
+type credential struct {
+	session bool   // token is a dashboard session, else an API key
+	token   string // a ticket's is the key that issued it
+}
+
+// check authenticates cred against the current state of keys and sessions.
+func (s *server) check(ctx context.Context, cred credential) (store.Principal, error) {
+	if cred.session {
+		return s.dir.Session(ctx, cred.token)
+	}
+	return s.dir.Authenticate(ctx, cred.token)
+}
+
 // streamPrincipal authenticates an upgrade: bearer key, single-use ticket or
 // dashboard session cookie (viaCookie true).
-func (s *server) streamPrincipal(r *http.Request) (p store.Principal, viaCookie bool, err error) {
+func (s *server) streamPrincipal(r *http.Request) (p store.Principal, cred credential, viaCookie bool, err error) {
 	if token, ok := bearer(r); ok {
+		cred = credential{token: token}
 		p, err = s.authenticate(r, s.lim.proxies.ClientIP(r), token)
-		return p, false, err
+		return p, cred, false, err
 	}
 	if t := r.URL.Query().Get("ticket"); t != "" {
-		if p, ok := s.tickets.redeem(t); ok {
-			return p, false, nil
+		tk, ok := s.tickets.redeem(t)
+		if !ok {
+			return p, cred, false, store.ErrUnauthorized
 		}
-		return p, false, store.ErrUnauthorized
+		// The ticket stands for the key that issued it: check that key
+		// now, it may have been revoked since.
+		p, err = s.check(r.Context(), tk.cred)
+		return p, tk.cred, false, err
 	}
 	ck, err := r.Cookie(store.SecureCookiePrefix + store.SessionCookie) // the dashboard's name when cookies are Secure
 	if err != nil {
 		ck, err = r.Cookie(store.SessionCookie)
 	}
 	if err == nil && ck.Value != "" {
-		p, err = s.dir.Session(r.Context(), ck.Value)
-		return p, true, err
+		cred = credential{session: true, token: ck.Value}
+		p, err = s.check(r.Context(), cred)
+		return p, cred, true, err
 	}
-	return p, false, &apiError{http.StatusUnauthorized, "missing credentials: send Authorization: Bearer <key>, ?ticket=<ticket> or the dashboard session cookie"}
+	return p, cred, false, &apiError{http.StatusUnauthorized, "missing credentials: send Authorization: Bearer <key>, ?ticket=<ticket> or the dashboard session cookie"}
 }
 
 // streamConn is one websocket connection. Its only long-lived goroutine is
-// the one reading client frames (the handler's). Writing happens in a
-// goroutine started on demand when there is something to send and ended
-// when the queues are empty, so an idle connection costs no writer stack;
-// pings run from a runtime timer the same way.
+// the one reading client frames. Writing happens in a goroutine started on
+// demand when there is something to send and ended when the queues are
+// empty, so an idle connection costs no writer stack; pings run from a
+// runtime timer the same way.
 type streamConn struct {
-	s  *server
-	c  *websocket.Conn
-	fc *frameConn // data frames are written here, batched (see frameConn)
-	p  store.Principal
+	s    *server
+	c    *websocket.Conn
+	fc   *frameConn // data frames are written here, batched (see frameConn)
+	cred credential
+	key  *keyConns // the key's socket count and subscribe bucket
 
 	writing atomic.Bool // a flush goroutine is running
 	pending atomic.Bool // more was queued while it ran
 	ping    *time.Timer
 
-	mu     sync.Mutex
-	out    [][]byte // frames queued by the reader (snapshots, errors), written before subscription items
-	subs   map[string]*streamSub
-	order  []*streamSub // subs in subscription order, for the writer
-	closed bool
+	// owned by the reader
+	limiter *rate.Limiter // subscribes of this connection; made at the first
+
+	mu        sync.Mutex
+	p         store.Principal // as of the last check
+	expiry    *time.Timer     // re-checks at p's expiry
+	out       [][]byte        // frames queued by the reader (snapshots, errors), written before subscription items
+	queued    int             // bytes waiting: out, plus the first snapshots not yet built
+	names     int             // watched names over all subscriptions
+	subs      map[string]*streamSub
+	order     []*streamSub // subs in subscription order, for the writer
+	closed    bool
+	closeCode websocket.StatusCode // when set, the writer closes with it after writing out
 
 	// owned by the flush goroutine (one at a time)
 	items []hub.Item
@@ -229,9 +326,18 @@ type streamConn struct {
 type streamSub struct {
 	id         string
 	accountSID string
+	realm      string
+	names      int // watched names (0: the whole realm)
 	sub        *hub.Subscription
 	prefix     []byte // wire.AppendChangePrefix, written before each change's Body
 	conflated  []byte // the same with "conflated":true
+
+	// The first snapshot is built when it is written (it is the largest
+	// frame, and a client that does not read must not make us hold it).
+	// Guarded by streamConn.mu.
+	first      bool
+	notResumed bool // the client asked to resume: the snapshot says resumed:false
+	reserve    int  // its estimated size, counted in queued until it is built
 }
 
 func (sc *streamConn) serve() {
@@ -245,9 +351,14 @@ func (sc *streamConn) serve() {
 	defer func() {
 		sc.s.stats.connections.Add(-1)
 		sc.s.stats.disconnects.Add(1)
+		sc.s.conns.remove(sc)
+		sc.s.conns.removeKeyConn(sc.key.sid)
 		sc.ping.Stop()
 		sc.mu.Lock()
 		sc.closed = true
+		if sc.expiry != nil {
+			sc.expiry.Stop()
+		}
 		subs := sc.subs
 		sc.subs, sc.order, sc.out = nil, nil, nil
 		sc.mu.Unlock()
@@ -282,13 +393,9 @@ func (sc *streamConn) heartbeat() {
 }
 
 func (sc *streamConn) handle(ctx context.Context, data []byte) {
-	var f wire.Request
-	if err := json.Unmarshal(data, &f); err != nil {
-		sc.fail("", wire.CodeBadRequest, "frame is not a valid message: "+jsonProblem(err))
-		return
-	}
-	if len(f.ID) > 128 {
-		sc.fail("", wire.CodeBadRequest, "id is longer than 128 characters")
+	f, ferr := parseClientFrame(data)
+	if ferr != nil {
+		sc.fail(ferr.id, ferr.code, ferr.msg)
 		return
 	}
 	switch f.Type {
@@ -298,8 +405,7 @@ func (sc *streamConn) handle(ctx context.Context, data []byte) {
 		sc.mu.Lock()
 		ss := sc.subs[f.ID]
 		if ss != nil {
-			delete(sc.subs, f.ID)
-			sc.order = removeSub(sc.order, ss)
+			sc.dropLocked(ss)
 		}
 		sc.mu.Unlock()
 		if ss == nil {
@@ -308,17 +414,18 @@ func (sc *streamConn) handle(ctx context.Context, data []byte) {
 		}
 		ss.sub.Close()
 		sc.queue(wire.AppendUnsubscribed(nil, f.ID))
-	default:
-		sc.fail(f.ID, wire.CodeBadRequest, `type must be "subscribe" or "unsubscribe"`)
 	}
 }
 
-func jsonProblem(err error) string {
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &typ) && typ.Field != "" {
-		return "field " + strconv.Quote(typ.Field) + " has the wrong type"
+// dropLocked forgets ss; sc.mu is held.
+func (sc *streamConn) dropLocked(ss *streamSub) {
+	delete(sc.subs, ss.id)
+	sc.order = removeSub(sc.order, ss)
+	sc.names -= ss.names
+	if ss.first {
+		sc.queued -= ss.reserve
+		ss.first = false
 	}
-	return "not a JSON object"
 }
 
 func removeSub(list []*streamSub, ss *streamSub) []*streamSub {
@@ -330,29 +437,64 @@ func removeSub(list []*streamSub, ss *streamSub) []*streamSub {
 	return list
 }
 
+// allowSubscribe spends a token of the connection's and of the key's
+// subscribe buckets; false (with an error frame sent) when either is empty.
+func (sc *streamConn) allowSubscribe(id string) bool {
+	if sc.limiter == nil {
+		sc.limiter = rate.NewLimiter(rate.Limit(sc.s.stream.SubscribeRate), sc.s.stream.SubscribeBurst)
+	}
+	now := time.Now()
+	if r := sc.limiter.ReserveN(now, 1); !r.OK() || r.DelayFrom(now) > 0 {
+		if r.OK() {
+			r.CancelAt(now)
+		}
+		sc.s.stats.rateLimited.Add(1)
+		sc.fail(id, wire.CodeRateLimited, "too many subscribes on this connection (at most "+
+			strconv.FormatFloat(sc.s.stream.SubscribeRate, 'g', -1, 64)+" per second, bursts of "+strconv.Itoa(sc.s.stream.SubscribeBurst)+"); retry later")
+		return false
+	}
+	if !sc.key.limiter.AllowN(now, 1) {
+		sc.s.stats.rateLimited.Add(1)
+		sc.fail(id, wire.CodeRateLimited, "too many subscribes with this key; retry later")
+		return false
+	}
+	return true
+}
+
 func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
-	if f.ID == "" {
-		sc.fail("", wire.CodeBadRequest, "subscribe needs an id")
-		return
-	}
-	if len(f.Users) > maxNames {
-		sc.fail(f.ID, wire.CodeBadRequest, "at most "+strconv.Itoa(maxNames)+" users per subscription")
-		return
-	}
 	sc.mu.Lock()
 	_, dup := sc.subs[f.ID]
-	n := len(sc.subs)
+	n, names := len(sc.subs), sc.names
 	sc.mu.Unlock()
-	if dup {
+	switch {
+	case dup:
 		sc.fail(f.ID, wire.CodeBadRequest, "a subscription with this id exists already")
 		return
-	}
-	if n >= sc.s.stream.MaxSubs {
-		sc.fail(f.ID, wire.CodeBadRequest, "too many subscriptions on this connection")
+	case n >= sc.s.stream.MaxSubs:
+		sc.s.stats.limitRefusals.Add(1)
+		sc.fail(f.ID, wire.CodeLimitExceeded, "too many subscriptions on this connection (at most "+strconv.Itoa(sc.s.stream.MaxSubs)+")")
+		return
+	case names+len(f.Users) > sc.s.stream.MaxNames:
+		sc.s.stats.limitRefusals.Add(1)
+		sc.fail(f.ID, wire.CodeLimitExceeded, "too many watched users on this connection (at most "+strconv.Itoa(sc.s.stream.MaxNames)+" over all its subscriptions)")
 		return
 	}
-	actx := withPrincipal(ctx, sc.p)
-	a, err := sc.s.account(actx, f.AccountSID)
+	if !sc.allowSubscribe(f.ID) {
+		return
+	}
+	// Authorisation is checked against the current state on every
+	// subscribe, not only at the upgrade: the key may be gone by now.
+	p, err := sc.s.check(ctx, sc.cred)
+	if errors.Is(err, store.ErrUnauthorized) {
+		sc.revoke()
+		return
+	} else if err != nil {
+		sc.s.log.Error("stream subscribe: checking the credential failed", "err", err)
+		sc.fail(f.ID, wire.CodeInternal, "internal error")
+		return
+	}
+	sc.setPrincipal(p)
+	a, err := sc.s.account(withPrincipal(ctx, p), f.AccountSID)
 	if err != nil {
 		switch status, message, ok := problem(err); {
 		case !ok || status == http.StatusUnauthorized || status == http.StatusConflict:
@@ -371,34 +513,165 @@ func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 		sc.fail(f.ID, wire.CodeBadRequest, "account does not have sip_realm configuration")
 		return
 	}
-	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Notify: sc.signal}
+	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Notify: sc.signal, Owner: a.SID, Deferred: true}
 	if f.Since != nil {
 		req.Since = &hub.Position{Epoch: f.Since.Epoch, Seq: f.Since.Seq}
 	}
 	sub, st := sc.s.pres.Subscribe(req)
-	ss := &streamSub{id: f.ID, accountSID: a.SID, sub: sub}
+	ss := &streamSub{id: f.ID, accountSID: a.SID, realm: a.SIPRealm, names: len(f.Users), sub: sub}
 	ss.prefix = wire.AppendChangePrefix(nil, f.ID, a.SID, false)
 	ss.conflated = wire.AppendChangePrefix(nil, f.ID, a.SID, true)
 
 	var frames [][]byte
+	size := 0
 	if st.Resumed {
 		frames = append(frames, wire.AppendResumed(nil, f.ID, a.SID, f.Since.Epoch, f.Since.Seq))
 		for _, c := range st.Missed {
 			frames = append(frames, append(append([]byte(nil), ss.prefix...), c.Body...))
 		}
+		for _, fr := range frames {
+			size += len(fr)
+		}
 	} else {
-		frames = append(frames, snapshotFrame(ss, st.Snapshot, f.Since != nil, false))
+		ss.first, ss.notResumed = true, f.Since != nil
+		ss.reserve = st.Size + 160 + len(st.Epoch) + len(f.ID) + len(a.SID)
+		size = ss.reserve
 	}
 	sc.mu.Lock()
-	if sc.closed { // connection ended meanwhile
+	switch {
+	case sc.closed: // connection ended meanwhile
 		sc.mu.Unlock()
 		sub.Close()
 		return
+	case sc.queued > 0 && sc.queued+size > sc.s.stream.OutputBudget:
+		// What this subscription would start with does not fit beside
+		// what the client has not read yet. (Alone it always may: a
+		// realm's snapshot can be bigger than the budget.)
+		pending := sc.queued
+		sc.mu.Unlock()
+		sub.Close()
+		sc.s.stats.limitRefusals.Add(1)
+		sc.fail(f.ID, wire.CodeLimitExceeded, "output budget: "+strconv.Itoa(pending)+" bytes are waiting to be written to this connection and this subscription would add "+
+			strconv.Itoa(size)+" (budget "+strconv.Itoa(sc.s.stream.OutputBudget)+"); read first, then subscribe again")
+		return
 	}
 	sc.out = append(sc.out, frames...)
+	sc.queued += size
 	sc.subs[f.ID] = ss
 	sc.order = append(sc.order, ss)
+	sc.names += ss.names
 	sc.mu.Unlock()
+	sc.signal()
+}
+
+// setPrincipal records the principal of the latest check and re-arms the
+// expiry timer.
+func (sc *streamConn) setPrincipal(p store.Principal) {
+	sc.mu.Lock()
+	sc.p = p
+	sc.mu.Unlock()
+	sc.armExpiry(p)
+}
+
+// armExpiry makes the connection re-check its credential when p expires.
+func (sc *streamConn) armExpiry(p store.Principal) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.closed {
+		return
+	}
+	if sc.expiry != nil {
+		sc.expiry.Stop()
+		sc.expiry = nil
+	}
+	if p.ExpiresAt == nil {
+		return
+	}
+	sc.expiry = time.AfterFunc(time.Until(*p.ExpiresAt), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sc.recheck(ctx, nil)
+	})
+}
+
+// recheck checks the connection's credential and every subscription's
+// account against the current state: a revoked or expired credential ends
+// the connection (unauthorized error frames, then 4001); a subscription
+// whose account the principal may no longer see, or that no longer has
+// the realm subscribed to, ends with an unauthorized error frame. Errors
+// other than a refusal (the database is down) leave things as they are.
+// m, if not nil, memoises the answers for a pass over many connections.
+func (sc *streamConn) recheck(ctx context.Context, m *recheckMemo) {
+	p, err := m.check(ctx, sc.s, sc.cred)
+	if errors.Is(err, store.ErrUnauthorized) {
+		sc.revoke()
+		return
+	}
+	if err != nil {
+		sc.s.log.Warn("stream: re-checking a connection's credential failed; it stays open", "err", err)
+		return
+	}
+	sc.setPrincipal(p)
+	sc.mu.Lock()
+	subs := append([]*streamSub(nil), sc.order...)
+	sc.mu.Unlock()
+	for _, ss := range subs {
+		a, err := m.account(ctx, sc.s, ss.accountSID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			sc.s.log.Warn("stream: re-checking a subscription's account failed; it stays", "err", err)
+			continue
+		case p.CanSeeAccount(a) && a.SIPRealm == ss.realm:
+			continue
+		}
+		sc.endSub(ss)
+	}
+}
+
+// endSub ends one subscription whose authorisation is gone.
+func (sc *streamConn) endSub(ss *streamSub) {
+	sc.mu.Lock()
+	if sc.subs[ss.id] != ss {
+		sc.mu.Unlock()
+		return
+	}
+	sc.dropLocked(ss)
+	sc.mu.Unlock()
+	ss.sub.Close()
+	sc.s.stats.revokedSubs.Add(1)
+	sc.queue(errorFrame(ss.id, wire.CodeUnauthorized, "this subscription is no longer authorized: the account is gone, has another sip_realm, or is no longer visible to this credential"))
+}
+
+// revoke ends the connection because its credential is no longer valid:
+// an unauthorized error frame for each subscription (one without an id
+// when there are none), then close 4001.
+func (sc *streamConn) revoke() {
+	sc.mu.Lock()
+	if sc.closed || sc.closeCode != 0 {
+		sc.mu.Unlock()
+		return
+	}
+	subs := sc.order
+	for _, ss := range subs {
+		ss.first = false
+	}
+	sc.subs, sc.order, sc.names, sc.queued = map[string]*streamSub{}, nil, 0, 0
+	sc.out = nil // what was queued is no longer theirs to read
+	const m = "the credential this connection was opened with was revoked or has expired"
+	if len(subs) == 0 {
+		sc.out = append(sc.out, errorFrame("", wire.CodeUnauthorized, m))
+	}
+	for _, ss := range subs {
+		sc.out = append(sc.out, errorFrame(ss.id, wire.CodeUnauthorized, m))
+	}
+	sc.closeCode = closeUnauthorized
+	sc.mu.Unlock()
+	for _, ss := range subs {
+		ss.sub.Close()
+	}
+	sc.s.stats.revokedSubs.Add(uint64(len(subs)))
+	sc.s.stats.authCloses.Add(1)
 	sc.signal()
 }
 
@@ -409,15 +682,36 @@ func snapshotFrame(ss *streamSub, snap hub.Snapshot, notResumed, resync bool) []
 	return wire.AppendSnapshot(make([]byte, 0, wire.SnapshotSize(snap.Users)), &h, snap.Users)
 }
 
+func errorFrame(id, code, message string) []byte { return wire.AppendError(nil, id, code, message) }
+
 // fail queues an error frame; the connection stays up.
 func (sc *streamConn) fail(id, code, message string) {
 	sc.s.stats.badMessages.Add(1)
-	sc.queue(wire.AppendError(nil, id, code, message))
+	sc.queue(errorFrame(id, code, message))
 }
 
+// queue adds a frame for the writer. A client that lets more than the
+// output budget wait unread is disconnected (4008): it is not reading, or
+// not fast enough for what it asks.
 func (sc *streamConn) queue(frame []byte) {
 	sc.mu.Lock()
+	if sc.closed || sc.closeCode != 0 {
+		sc.mu.Unlock()
+		return
+	}
+	if sc.queued+len(frame) > sc.s.stream.OutputBudget {
+		sc.closed = true // queue no more; the writer stops at its next round
+		sc.out = nil
+		sc.mu.Unlock()
+		sc.s.stats.budgetCloses.Add(1)
+		// Not from the writer, which may be stuck on this very client:
+		// Close gives up on the close frame after 5s and drops the
+		// connection, which unblocks the writer.
+		go sc.c.Close(closeOutputBudget, "output budget exceeded")
+		return
+	}
 	sc.out = append(sc.out, frame)
+	sc.queued += len(frame)
 	sc.mu.Unlock()
 	sc.signal()
 }
@@ -461,11 +755,25 @@ func (sc *streamConn) flushOnce() bool {
 	}
 	out := sc.out
 	sc.out = nil
+	for _, f := range out {
+		sc.queued -= len(f) // in flight now
+	}
 	subs := append([]*streamSub(nil), sc.order...)
+	code := sc.closeCode
 	sc.mu.Unlock()
 	// One deadline for what this round writes: a client that cannot take
 	// it within the write timeout is too slow.
-	return sc.flushFrames(time.Now().Add(sc.s.stream.WriteTimeout), out, subs)
+	if !sc.flushFrames(time.Now().Add(sc.s.stream.WriteTimeout), out, subs) {
+		return false
+	}
+	if code != 0 {
+		sc.mu.Lock()
+		sc.closed = true
+		sc.mu.Unlock()
+		sc.c.Close(code, unauthorizedReason)
+		return false
+	}
+	return true
 }
 
 // frameBatch gathers one round's frames for a single write: small frames
@@ -528,8 +836,8 @@ func (b *frameBatch) release() {
 }
 
 // flushFrames writes one round's frames: the reader's, then every
-// subscription's changes (and a fresh snapshot for one that fell behind),
-// all in one write.
+// subscription's changes (and its snapshot: the first one, built now, or a
+// fresh one for a subscriber that fell behind), all in one write.
 func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*streamSub) bool {
 	pooled := batchPool.Get().(*[]byte)
 	// b.buf is only ever appended to or resliced past what was cut, so the
@@ -546,7 +854,11 @@ func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*stre
 			sc.mu.Lock()
 			ended := sc.closed || sc.subs[ss.id] != ss
 			sc.mu.Unlock()
-			if ended { // unsubscribed meanwhile
+			if ended { // unsubscribed or revoked meanwhile
+				continue
+			}
+			if ss.sub.Revoked() { // the realm changed hands: an error frame, next round
+				sc.endSub(ss)
 				continue
 			}
 			if !b.send(deadline) {
@@ -564,8 +876,22 @@ func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*stre
 		}
 		clear(sc.items)
 		if resync {
-			sc.s.stats.resyncs.Add(1)
-			b.add(nil, snapshotFrame(ss, ss.sub.Resnapshot(), false, true))
+			sc.mu.Lock()
+			first, notResumed := ss.first, ss.notResumed
+			if first {
+				ss.first = false
+				sc.queued -= ss.reserve // built now: in flight
+			}
+			sc.mu.Unlock()
+			if !first {
+				sc.s.stats.resyncs.Add(1)
+			}
+			// Written before the next snapshot is built: a connection holds
+			// at most one snapshot at a time.
+			b.add(nil, snapshotFrame(ss, ss.sub.Resnapshot(), notResumed, !first))
+			if !b.send(deadline) {
+				return false
+			}
 		}
 	}
 	if cap(sc.items) > 1024 {

@@ -32,6 +32,7 @@ type tickets struct {
 
 type ticket struct {
 	p       store.Principal
+	cred    credential // the key that issued it: a stream opened with the ticket is checked against it for as long as it is open
 	expires time.Time
 }
 
@@ -42,9 +43,9 @@ func newTickets(perKey int) *tickets {
 	return &tickets{m: make(map[string]ticket), byKey: make(map[string]int), perKey: perKey, now: time.Now}
 }
 
-// issue returns a new ticket for p, or false when p's key already holds
-// perKey outstanding tickets.
-func (t *tickets) issue(p store.Principal) (string, bool) {
+// issue returns a new ticket for p (authenticated with cred), or false when
+// p's key already holds perKey outstanding tickets.
+func (t *tickets) issue(p store.Principal, cred credential) (string, bool) {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	id := base64.RawURLEncoding.EncodeToString(b[:])
@@ -56,7 +57,7 @@ func (t *tickets) issue(p store.Principal) (string, bool) {
 		return "", false
 	}
 	exp := now.Add(ticketTTL)
-	t.m[id] = ticket{p: p, expires: exp}
+	t.m[id] = ticket{p: p, cred: cred, expires: exp}
 	t.byKey[p.KeySID]++
 	heap.Push(&t.exp, ticketExpiry{id: id, at: exp})
 	return id, true
@@ -81,22 +82,22 @@ func (t *tickets) forget(id string, tk ticket) {
 	}
 }
 
-// redeem returns the ticket's principal once; false when unknown, used or
-// expired. A redeemed ticket's heap entry stays until its expiry and is then
-// dropped without effect.
-func (t *tickets) redeem(id string) (store.Principal, bool) {
+// redeem returns the ticket once; false when unknown, used or expired. A
+// redeemed ticket's heap entry stays until its expiry and is then dropped
+// without effect.
+func (t *tickets) redeem(id string) (ticket, bool) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tk, ok := t.m[id]
 	if !ok {
-		return store.Principal{}, false
+		return ticket{}, false
 	}
 	t.forget(id, tk)
 	if !now.Before(tk.expires) {
-		return store.Principal{}, false
+		return ticket{}, false
 	}
-	return tk.p, true
+	return tk, true
 }
 
 // outstanding is the number of unexpired, unused tickets (for tests).
@@ -135,7 +136,10 @@ func (s *server) handleTicketCreate() http.Handler {
 			s.tooMany(w, d, "too many stream tickets requested with this api key")
 			return
 		}
-		id, ok := s.tickets.issue(p)
+		// requireAuth let the request through with this key; the ticket
+		// stands for it, so a stream opened with the ticket ends with it.
+		token, _ := bearer(r)
+		id, ok := s.tickets.issue(p, credential{token: token})
 		if !ok {
 			s.lim.limited.Add(1)
 			w.Header().Set("Retry-After", "30")

@@ -18,25 +18,25 @@ func TestTicketsExpireFromHeapWithCapPerKey(t *testing.T) {
 	b := store.Principal{KeySID: "b"}
 	var ids []string
 	for i := range 3 {
-		id, ok := tk.issue(a)
+		id, ok := tk.issue(a, credential{})
 		if !ok {
 			t.Fatalf("ticket %d refused under the cap", i)
 		}
 		ids = append(ids, id)
 	}
-	if _, ok := tk.issue(a); ok {
+	if _, ok := tk.issue(a, credential{}); ok {
 		t.Fatal("4th outstanding ticket of one key issued, cap 3")
 	}
-	if _, ok := tk.issue(b); !ok {
+	if _, ok := tk.issue(b, credential{}); !ok {
 		t.Fatal("another key is held to a's cap")
 	}
-	if p, ok := tk.redeem(ids[0]); !ok || p.KeySID != "a" {
+	if p, ok := tk.redeem(ids[0]); !ok || p.p.KeySID != "a" {
 		t.Fatalf("redeem = %v, %v", p, ok)
 	}
 	if _, ok := tk.redeem(ids[0]); ok {
 		t.Fatal("a ticket redeemed twice")
 	}
-	if _, ok := tk.issue(a); !ok {
+	if _, ok := tk.issue(a, credential{}); !ok {
 		t.Fatal("a redeemed ticket still counts against the cap")
 	}
 	now = now.Add(ticketTTL)
@@ -46,7 +46,7 @@ func TestTicketsExpireFromHeapWithCapPerKey(t *testing.T) {
 	// 10,000 issues over time: what is outstanding stays bounded by the cap.
 	for i := range 10_000 {
 		now = now.Add(ticketTTL / 2)
-		if _, ok := tk.issue(store.Principal{KeySID: "c"}); !ok {
+		if _, ok := tk.issue(store.Principal{KeySID: "c"}, credential{}); !ok {
 			t.Fatalf("issue %d refused although earlier tickets expired", i)
 		}
 	}

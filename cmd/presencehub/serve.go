@@ -37,6 +37,15 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	tlsKey := fs.EnvString("tls-key", "PRESENCEHUB_TLS_KEY", "", "private key file for --tls-cert")
 	logLevel := fs.EnvString("log-level", "PRESENCEHUB_LOG_LEVEL", "info", "debug, info, warn or error")
 	logFormat := fs.EnvString("log-format", "PRESENCEHUB_LOG_FORMAT", "text", "text or json")
+	streamMaxSubs := fs.EnvInt("stream-max-subscriptions", "PRESENCEHUB_STREAM_MAX_SUBSCRIPTIONS", 128, "subscriptions per websocket connection")
+	streamMaxNames := fs.EnvInt("stream-max-watched", "PRESENCEHUB_STREAM_MAX_WATCHED", 10_000, "watched users per websocket connection, over all its subscriptions")
+	streamBudget := fs.EnvInt("stream-output-budget", "PRESENCEHUB_STREAM_OUTPUT_BUDGET", 16<<20, "bytes that may wait unwritten for one websocket connection (first snapshots counted at their estimated size); beyond it a subscribe is refused, other frames close the connection (4008)")
+	streamPerKey := fs.EnvInt("stream-max-conns-per-key", "PRESENCEHUB_STREAM_MAX_CONNS_PER_KEY", 1000, "open websocket connections per API key (tickets and dashboard sessions count for their key)")
+	streamPerIP := fs.EnvInt("stream-max-upgrades-per-ip", "PRESENCEHUB_STREAM_MAX_UPGRADES_PER_IP", 64, "websocket upgrades per client address in progress and not yet authenticated")
+	subRate := fs.EnvInt("stream-subscribe-rate", "PRESENCEHUB_STREAM_SUBSCRIBE_RATE", 10, "subscribe frames per second per websocket connection (token bucket rate)")
+	subBurst := fs.EnvInt("stream-subscribe-burst", "PRESENCEHUB_STREAM_SUBSCRIBE_BURST", 100, "burst of subscribe frames per websocket connection")
+	keySubRate := fs.EnvInt("stream-key-subscribe-rate", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_RATE", 1000, "subscribe frames per second per API key over all its connections")
+	keySubBurst := fs.EnvInt("stream-key-subscribe-burst", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_BURST", 20_000, "burst of subscribe frames per API key")
 	pprofAddr := fs.EnvString("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	secureCookies := fs.EnvBool("secure-cookies", "PRESENCEHUB_SECURE_COOKIES", false, "mark cookies Secure (with the __Host- prefix) and send HSTS even without --tls-cert: set it behind a TLS-terminating proxy")
 	var lim httpLimits
@@ -88,6 +97,20 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if len(sentinels) > 0 && *rt.master == "" {
 		return errors.New("--redis-sentinels needs --redis-sentinel-master (or JAMBONES_REDIS_SENTINEL_MASTER_NAME)")
 	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"--stream-max-subscriptions", *streamMaxSubs}, {"--stream-max-watched", *streamMaxNames},
+		{"--stream-output-budget", *streamBudget}, {"--stream-max-conns-per-key", *streamPerKey},
+		{"--stream-max-upgrades-per-ip", *streamPerIP}, {"--stream-subscribe-rate", *subRate},
+		{"--stream-subscribe-burst", *subBurst}, {"--stream-key-subscribe-rate", *keySubRate},
+		{"--stream-key-subscribe-burst", *keySubBurst},
+	} {
+		if v.n < 1 {
+			return fmt.Errorf("%s %d: want at least 1", v.name, v.n)
+		}
+	}
 	if *reconcile == 0 {
 		*reconcile = -1
 	}
@@ -138,6 +161,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		Limits:  limits,
 		Jambonz: jambonzStatus,
 		Ready:   func() []string { return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now()) },
+		Stream: api.StreamOptions{
+			MaxSubs: *streamMaxSubs, MaxNames: *streamMaxNames, OutputBudget: *streamBudget,
+			MaxConnsPerKey: *streamPerKey, MaxUpgradesPerIP: *streamPerIP,
+			SubscribeRate: float64(*subRate), SubscribeBurst: *subBurst,
+			KeySubscribeRate: float64(*keySubRate), KeySubscribeBurst: *keySubBurst,
+		},
 	})
 	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
 		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil})
@@ -163,6 +192,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	ln = netutil.LimitListener(ln, lim.connections())
 	srv := lim.server(hsts(*tlsCert != "" || *secureCookies, mux), log)
+	// Shutdown does not see hijacked connections: every websocket gets its
+	// 1001 from the API, subscribed or not.
+	srv.RegisterOnShutdown(apiHandler.Shutdown)
 	scheme := "http"
 	if *tlsCert != "" {
 		scheme = "https"
@@ -387,6 +419,7 @@ func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
 	m.Counter("presencehub_conflations_total", "Subscriber queues compacted to the latest state per user.", hm.Conflations.Load())
 	m.Counter("presencehub_subscriber_resyncs_total", "Subscribers sent a fresh snapshot because they fell behind.", hm.SubResyncs.Load())
 	m.Gauge("presencehub_subscriptions", "Current stream subscriptions.", float64(hm.Subscribers.Load()))
+	m.Counter("presencehub_realm_claims_total", "Realms that changed holder: subscriptions ended, history dropped, new epoch.", hm.Claims.Load())
 	rm := src.Metrics()
 	m.Counter("presencehub_redis_notifications_total", "Keyspace notifications received.", rm.Notifications)
 	m.Counter("presencehub_redis_malformed_total", "Registration values skipped because they were malformed.", rm.Malformed)

@@ -221,6 +221,14 @@ const (
 	CodeForbidden  = "forbidden"
 	CodeNotFound   = "not_found"
 	CodeInternal   = "internal"
+	// CodeUnauthorized ends a subscription (or, before close 4001, the
+	// connection) whose authorisation is gone.
+	CodeUnauthorized = "unauthorized"
+	// CodeLimitExceeded refuses a subscribe past a subscription, watched-user
+	// or output-budget cap.
+	CodeLimitExceeded = "limit_exceeded"
+	// CodeRateLimited refuses a subscribe past a subscribe rate limit.
+	CodeRateLimited = "rate_limited"
 )
 
 // AppendError appends an error frame (id "" when the error belongs to no
