@@ -21,10 +21,12 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // fixture is a real API on a real PostgreSQL, with two service providers:
 // SP A owns accounts A1 and A2, SP B owns B1.
 type fixture struct {
-	t   *testing.T
-	url string
-	db  *store.DB
-	hub *hub.Hub
+	t     *testing.T
+	url   string
+	db    *store.DB
+	dbURL string
+	hub   *hub.Hub
+	api   *api.Handler
 
 	spA, spB   store.ServiceProvider
 	a1, a2, b1 store.Account
@@ -45,11 +47,16 @@ const (
 
 var principals = []string{asAdmin, asSP, asOwn, asOther, asNone, asBad, asExpired}
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, api.StreamOptions{}) }
+
+// newFixtureWith is newFixture with the stream tuned by so. The hub follows
+// PostgreSQL as serve's does: the account that holds a realm owns it.
+func newFixtureWith(t *testing.T, so api.StreamOptions) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	db, err := store.Open(ctx, storetest.NewDatabase(t), "api-test-secret")
+	dbURL := storetest.NewDatabase(t)
+	db, err := store.Open(ctx, dbURL, "api-test-secret")
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -60,9 +67,19 @@ func newFixture(t *testing.T) *fixture {
 	h := hub.New(hub.Options{})
 	go h.Run(ctx, nil)
 	h.Resync(nil)
-	srv := httptest.NewServer(api.New(api.Options{Presence: h, Directory: db}))
+	watching := make(chan error, 1)
+	go func() {
+		watching <- db.WatchAccounts(ctx, func(realm, accountSID string, clients map[string]hub.Flags) {
+			h.Claim(realm, accountSID)
+			h.SetClients(realm, clients)
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-watching })
+	handler := api.New(api.Options{Presence: h, Directory: db, Stream: so})
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	f := &fixture{t: t, url: srv.URL, db: db, hub: h, keys: map[string]string{}}
+	t.Cleanup(handler.Shutdown)
+	f := &fixture{t: t, url: srv.URL, db: db, dbURL: dbURL, hub: h, api: handler, keys: map[string]string{}}
 
 	f.spA = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP A"}))
 	f.spB = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP B"}))
