@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -53,6 +54,13 @@ func newFixture(t *testing.T) *fixture { return newFixtureWith(t, api.StreamOpti
 // PostgreSQL as serve's does: the account that holds a realm owns it.
 func newFixtureWith(t *testing.T, so api.StreamOptions) *fixture {
 	t.Helper()
+	return newFixtureSocket(t, so, 0)
+}
+
+// newFixtureSocket is newFixtureWith whose server sockets have a send buffer
+// of sndbuf bytes (0: the kernel's autotuned default).
+func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	dbURL := storetest.NewDatabase(t)
@@ -76,7 +84,16 @@ func newFixtureWith(t *testing.T, so api.StreamOptions) *fixture {
 	}()
 	t.Cleanup(func() { cancel(); <-watching })
 	handler := api.New(api.Options{Presence: h, Directory: db, Stream: so})
-	srv := httptest.NewServer(handler)
+	srv := httptest.NewUnstartedServer(handler)
+	if sndbuf > 0 {
+		srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetWriteBuffer(sndbuf)
+			}
+			return ctx
+		}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(handler.Shutdown)
 	f := &fixture{t: t, url: srv.URL, db: db, dbURL: dbURL, hub: h, api: handler, keys: map[string]string{}}
