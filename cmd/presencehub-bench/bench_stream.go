@@ -61,6 +61,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
 	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
+	hostileFlag := fs.Bool("hostile", false, "measure each run twice: as it is, then with one hostile key attacking during the window (a socket that never reads sends 300 subscribes of 8,000-name watchlists; 2,000 random bearer tokens, 50 at a time); reports the others' p99 against the quiet run and the server's RSS growth")
 	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
 	if err := fs.ParseArgs(args); err != nil {
 		return err
@@ -120,114 +121,166 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return fmt.Errorf("load the write script into redis: %w", err)
 	}
+	modes := []bool{false}
+	var hk *hostile
+	if *hostileFlag {
+		if hk, err = b.hostileKey(ctx, srv, accts[0]); err != nil {
+			return err
+		}
+		modes = append(modes, true)
+	}
 	var next atomic.Int64 // position in the pool, across runs
 	for _, rate := range rateList {
-		var p50, p99, pmax, dps, lost, cores, rss benchkit.Spread
-		var gaps, resyncs int
+		results := map[bool]*streamResult{}
 		for run := 1; run <= *b.runs; run++ {
-			perAcct := make([]atomic.Int64, len(accts))
-			w.reset(conns)
-			m := b.meter(ctx, srv)
-			var from time.Time
-			until, err := driveWrites(ctx, rate, *warm, *dur, *writers, func(f time.Time) {
-				from = f
-				w.from.Store(f.UnixNano())
-				w.until.Store(1<<63 - 1)
-			}, func(n int) error {
-				first := int(next.Add(int64(n)) - int64(n))
-				// Each write's time: the generator's clock now, or what
-				// Redis's clock said as the script ran it (--clock redis).
-				sent := time.Now().UnixNano()
-				param := ";ts=" + strconv.FormatInt(sent, 10)
-				stamps := make([]int64, n)
-				cmds := make([]*redis.Cmd, n)
-				_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-					for i := range n {
-						k := (first + i) % len(pool)
-						a := pool[k]
-						if *clock == "redis" {
-							expiry := time.Now().Add(10 * time.Minute).UnixMilli()
-							cmds[i] = p.EvalSha(ctx, writeSHA, []string{store.RedisUserPrefix + a.user + "@" + a.realm, store.RedisActiveUserSet},
-								store.SBCValue(benchRecord(a.user, k, ";ts=@TS@"), expiry), 600, expiry)
-							continue
+			for _, hostileRun := range modes {
+				res := results[hostileRun]
+				if res == nil {
+					res = &streamResult{}
+					results[hostileRun] = res
+				}
+				p50, p99, pmax, dps, lost, cores, rss := &res.p50, &res.p99, &res.pmax, &res.dps, &res.lost, &res.cores, &res.rss
+				rssBefore := srv.rss()
+				attackCtx, stopAttack := context.WithCancel(ctx)
+				attackDone := make(chan struct{})
+				startAttack := func() {
+					if !hostileRun {
+						close(attackDone)
+						return
+					}
+					go func() { defer close(attackDone); hk.run(attackCtx, b.http) }()
+				}
+				perAcct := make([]atomic.Int64, len(accts))
+				w.reset(conns)
+				m := b.meter(ctx, srv)
+				var from time.Time
+				until, err := driveWrites(ctx, rate, *warm, *dur, *writers, func(f time.Time) {
+					from = f
+					w.from.Store(f.UnixNano())
+					w.until.Store(1<<63 - 1)
+				}, func(n int) error {
+					first := int(next.Add(int64(n)) - int64(n))
+					// Each write's time: the generator's clock now, or what
+					// Redis's clock said as the script ran it (--clock redis).
+					sent := time.Now().UnixNano()
+					param := ";ts=" + strconv.FormatInt(sent, 10)
+					stamps := make([]int64, n)
+					cmds := make([]*redis.Cmd, n)
+					_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+						for i := range n {
+							k := (first + i) % len(pool)
+							a := pool[k]
+							if *clock == "redis" {
+								expiry := time.Now().Add(10 * time.Minute).UnixMilli()
+								cmds[i] = p.EvalSha(ctx, writeSHA, []string{store.RedisUserPrefix + a.user + "@" + a.realm, store.RedisActiveUserSet},
+									store.SBCValue(benchRecord(a.user, k, ";ts=@TS@"), expiry), 600, expiry)
+								continue
+							}
+							stamps[i] = sent
+							if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
+								return err
+							}
 						}
-						stamps[i] = sent
-						if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
-							return err
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+					for i := range n {
+						if c := cmds[i]; c != nil {
+							ts, err := strconv.ParseInt(fmt.Sprint(c.Val()), 10, 64)
+							if err != nil {
+								return fmt.Errorf("bench write script answered %v", c.Val())
+							}
+							stamps[i] = ts
+						}
+						if stamps[i] >= from.UnixNano() {
+							perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
 						}
 					}
 					return nil
-				})
+				}, func() { m.start(); startAttack() })
+				stopAttack()
 				if err != nil {
 					return err
 				}
-				for i := range n {
-					if c := cmds[i]; c != nil {
-						ts, err := strconv.ParseInt(fmt.Sprint(c.Val()), 10, 64)
-						if err != nil {
-							return fmt.Errorf("bench write script answered %v", c.Val())
-						}
-						stamps[i] = ts
-					}
-					if stamps[i] >= from.UnixNano() {
-						perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
-					}
+				<-attackDone
+				w.until.Store(until.UnixNano())
+				b.stopMeter(m)
+				span := until.Sub(from)
+				expected := int64(0)
+				for _, s := range conns {
+					expected += perAcct[s.acct].Load()
 				}
-				return nil
-			}, m.start)
-			if err != nil {
-				return err
+				received := waitDelivered(ctx, conns, expected)
+				lat, live, g, rs := w.collect(conns)
+				res.gaps += g
+				res.resyncs += rs
+				slices.Sort(lat)
+				*p50 = append(*p50, benchkit.Millis(benchkit.Percentile(lat, 50)))
+				*p99 = append(*p99, benchkit.Millis(benchkit.Percentile(lat, 99)))
+				*pmax = append(*pmax, benchkit.Millis(benchkit.Percentile(lat, 100)))
+				*dps = append(*dps, float64(live)/span.Seconds())
+				*lost = append(*lost, float64(expected-received))
+				if srv.pid != 0 {
+					*cores = append(*cores, m.Server)
+					*rss = append(*rss, float64(srv.rss()))
+				}
+				self, _ := benchkit.ProcRSS(os.Getpid())
+				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB",
+					rate, run, sumCounts(perAcct), expected, received, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20))
+				if hostileRun {
+					res.growth = append(res.growth, float64(hk.peakRSS-rssBefore))
+					b.logf("%.0f/s run %d with a hostile key: %s; server RSS before the run %.0f MiB", rate, run, hk, float64(rssBefore)/(1<<20))
+				}
 			}
-			w.until.Store(until.UnixNano())
-			b.stopMeter(m)
-			span := until.Sub(from)
-			expected := int64(0)
-			for _, s := range conns {
-				expected += perAcct[s.acct].Load()
-			}
-			received := waitDelivered(ctx, conns, expected)
-			lat, live, g, rs := w.collect(conns)
-			gaps += g
-			resyncs += rs
-			slices.Sort(lat)
-			p50 = append(p50, benchkit.Millis(benchkit.Percentile(lat, 50)))
-			p99 = append(p99, benchkit.Millis(benchkit.Percentile(lat, 99)))
-			pmax = append(pmax, benchkit.Millis(benchkit.Percentile(lat, 100)))
-			dps = append(dps, float64(live)/span.Seconds())
-			lost = append(lost, float64(expected-received))
-			if srv.pid != 0 {
-				cores = append(cores, m.Server)
-				rss = append(rss, float64(srv.rss()))
-			}
-			self, _ := benchkit.ProcRSS(os.Getpid())
-			b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB",
-				rate, run, sumCounts(perAcct), expected, received, p50[len(p50)-1], p99[len(p99)-1], pmax[len(pmax)-1], m, float64(self)/(1<<20))
 		}
-		name := benchkit.FmtCount(rate) + "/s"
-		p99Target, cpuTarget := 40.0, 0.0
-		if rate <= 1000 {
-			p99Target, cpuTarget = 4.0, 0.5
-		}
-		b.add(name+": p50 latency", p50.Format(benchkit.FmtMs), "", nil)
-		b.add(name+": p99 latency", p99.Format(benchkit.FmtMs), "≤ "+benchkit.FmtMs(p99Target), benchkit.BoolPtr(p99.Median() <= p99Target))
-		b.add(name+": max latency", pmax.Format(benchkit.FmtMs), "", nil)
-		b.add(name+": deliveries while writing", dps.Format(benchkit.FmtRate), "≈ "+benchkit.FmtRate(rate*float64(len(conns))/float64(len(accts))), nil)
-		b.add(name+": lost deliveries", lost.Format(benchkit.FmtCount), "0", benchkit.BoolPtr(slices.Max(lost) == 0))
-		if gaps > 0 || resyncs > 0 {
-			b.add(name+": seq gaps / resync snapshots", fmt.Sprintf("%d / %d (all runs)", gaps, resyncs), "0", benchkit.BoolPtr(false))
-		}
-		if len(cores) > 0 {
-			var target string
-			var met *bool
-			if cpuTarget > 0 {
-				target, met = "≤ "+benchkit.FmtCores(cpuTarget), benchkit.BoolPtr(cores.Median() <= cpuTarget)
+		for _, hostileRun := range modes {
+			res := results[hostileRun]
+			p50, p99, pmax, dps, lost, cores, rss, gaps, resyncs := res.p50, res.p99, res.pmax, res.dps, res.lost, res.cores, res.rss, res.gaps, res.resyncs
+			name := benchkit.FmtCount(rate) + "/s"
+			if hostileRun {
+				name += " with a hostile key"
 			}
-			b.add(name+": server CPU", cores.Format(benchkit.FmtCores), target, met)
-			b.add(name+": server RSS", rss.Format(benchkit.FmtMiB), "", nil)
+			p99Target, cpuTarget := 40.0, 0.0
+			if rate <= 1000 {
+				p99Target, cpuTarget = 4.0, 0.5
+			}
+			b.add(name+": p50 latency", p50.Format(benchkit.FmtMs), "", nil)
+			b.add(name+": p99 latency", p99.Format(benchkit.FmtMs), "≤ "+benchkit.FmtMs(p99Target), benchkit.BoolPtr(p99.Median() <= p99Target))
+			b.add(name+": max latency", pmax.Format(benchkit.FmtMs), "", nil)
+			b.add(name+": deliveries while writing", dps.Format(benchkit.FmtRate), "≈ "+benchkit.FmtRate(rate*float64(len(conns))/float64(len(accts))), nil)
+			b.add(name+": lost deliveries", lost.Format(benchkit.FmtCount), "0", benchkit.BoolPtr(slices.Max(lost) == 0))
+			if gaps > 0 || resyncs > 0 {
+				b.add(name+": seq gaps / resync snapshots", fmt.Sprintf("%d / %d (all runs)", gaps, resyncs), "0", benchkit.BoolPtr(false))
+			}
+			if len(cores) > 0 {
+				var target string
+				var met *bool
+				if cpuTarget > 0 {
+					target, met = "≤ "+benchkit.FmtCores(cpuTarget), benchkit.BoolPtr(cores.Median() <= cpuTarget)
+				}
+				b.add(name+": server CPU", cores.Format(benchkit.FmtCores), target, met)
+				b.add(name+": server RSS", rss.Format(benchkit.FmtMiB), "", nil)
+			}
+			if hostileRun {
+				quiet := results[false]
+				ratio := p99.Median() / quiet.p99.Median()
+				b.add(name+": others' p99 ÷ the same run without it", fmt.Sprintf("%.2f× (%s vs %s)", ratio, benchkit.FmtMs(p99.Median()), benchkit.FmtMs(quiet.p99.Median())), "≤ 2×", benchkit.BoolPtr(ratio <= 2))
+				if len(res.growth) > 0 {
+					b.add(name+": server RSS growth during the run (peak − before)", res.growth.Format(benchkit.FmtMiB), "≤ 64 MiB", benchkit.BoolPtr(slices.Max(res.growth) <= 64<<20))
+				}
+			}
 		}
 	}
 	b.add(fmt.Sprintf("setup: %d subscribers over %d accounts of %d users, %v per run", *subs, *naccts, *users, *dur), fmt.Sprintf("%d runs per rate", *b.runs), "", nil)
 	return nil
+}
+
+// streamResult gathers one mode's runs of one rate.
+type streamResult struct {
+	p50, p99, pmax, dps, lost, cores, rss, growth benchkit.Spread
+	gaps, resyncs                                 int
 }
 
 func sumCounts(v []atomic.Int64) int64 {
