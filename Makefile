@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test bench build generate check-generated lint deps-test screenshot stop clean
+.PHONY: run test fuzz bench build generate check-generated lint deps-test screenshot stop clean
 
 ## run: start private Redis + PostgreSQL in .data/dev, migrate, seed a demo, simulate an SBC and serve the dashboard
 run: build
@@ -11,6 +11,16 @@ run: build
 ## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector
 test: deps-test check-generated lint
 	$(GO) test -race -count=1 -timeout 15m -tags browser ./...
+
+## fuzz: run every Go fuzz target (func FuzzXxx) for FUZZTIME each (make test runs only their seed corpora)
+FUZZTIME ?= 60s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 ## bench: short form of every benchmark, one table (see README "Performance")
 bench: build
