@@ -233,8 +233,8 @@ func normalizeRealm(realm string) (string, error) {
 	bad := func(why string) (string, error) {
 		return "", newError(KindInvalid, "sip_realm", "sip_realm %q is not a valid domain name (%s)", realm, why)
 	}
-	if len(realm) > 253 {
-		return bad("longer than 253 characters")
+	if err := checkText("sip_realm", realm, MaxRealmLen, false); err != nil {
+		return "", err
 	}
 	for _, label := range strings.Split(realm, ".") {
 		switch {
@@ -252,6 +252,26 @@ func normalizeRealm(realm string) (string, error) {
 		}
 	}
 	return realm, nil
+}
+
+// checkText refuses what PostgreSQL would refuse (invalid UTF-8, NUL) or
+// should not hold: control characters (line breaks and tabs allowed where
+// multiline is true) and more than max characters.
+func checkText(field, v string, max int, multiline bool) error {
+	if !utf8.ValidString(v) {
+		return newError(KindInvalid, field, "%s is not valid UTF-8", field)
+	}
+	n := 0
+	for _, r := range v {
+		n++
+		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\r' || r == '\t')) {
+			return newError(KindInvalid, field, "%s must not contain control characters (found U+%04X)", field, r)
+		}
+	}
+	if n > max {
+		return newError(KindInvalid, field, "%s is longer than %d characters", field, max)
+	}
+	return nil
 }
 
 // checkUsername enforces what a SIP user part can carry in our system: 1–64

@@ -13,12 +13,22 @@ import (
 
 // --- service providers ---
 
+// Column sizes, as jambonz's schema has them.
+const (
+	MaxNameLen        = 64  // service_providers.name, accounts.name
+	MaxDescriptionLen = 255 // service_providers.description
+	MaxRealmLen       = 132 // accounts.sip_realm
+)
+
 func checkServiceProvider(sp *ServiceProvider) error {
 	sp.Name = strings.TrimSpace(sp.Name)
 	if sp.Name == "" {
 		return newError(KindInvalid, "name", "missing field name")
 	}
-	return nil
+	if err := checkText("name", sp.Name, MaxNameLen, false); err != nil {
+		return err
+	}
+	return checkText("description", sp.Description, MaxDescriptionLen, true)
 }
 
 // CreateServiceProvider stores sp, generating its sid when empty, and returns
@@ -116,6 +126,9 @@ func checkAccount(a *Account) error {
 	a.Name = strings.TrimSpace(a.Name)
 	if a.Name == "" {
 		return newError(KindInvalid, "name", "missing field name")
+	}
+	if err := checkText("name", a.Name, MaxNameLen, false); err != nil {
+		return err
 	}
 	if a.ServiceProviderSID == "" {
 		return newError(KindInvalid, "service_provider_sid", "missing field service_provider_sid")

@@ -308,8 +308,8 @@ func TestRealmValidation(t *testing.T) {
 		{"10.0.0.1", "10.0.0.1", true},
 		{strings.Repeat("a", 63) + ".com", strings.Repeat("a", 63) + ".com", true},
 		{strings.Repeat("a", 64) + ".com", "", false},
-		{strings.Repeat("abcdefghi.", 25) + "com", strings.Repeat("abcdefghi.", 25) + "com", true}, // 253: the limit
-		{strings.Repeat("abcdefghi.", 25) + "comm", "", false},
+		{strings.Repeat("abcdefghi.", 12) + "example.com", strings.Repeat("abcdefghi.", 12) + "example.com", true}, // 131
+		{strings.Repeat("abcdefghi.", 13) + "com", "", false},                                                      // 133: above jambonz's sip_realm column (132)
 		{"a..b", "", false},
 		{".example.com", "", false},
 		{"example.com.", "", false},
