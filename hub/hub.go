@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,8 +323,8 @@ func (h *Hub) Update(updates ...Update) {
 // usernames match case-insensitively); they give the flags of users that are
 // not registered. The hub keeps a copy of clients.
 func (h *Hub) SetClients(realm string, clients map[string]Flags) {
-	// A copy: the hub reads it under its lock and SetClient writes into it,
-	// so keeping the caller's map would race with (and write into) it.
+	// A copy: the hub reads it under its lock, so keeping the caller's map
+	// would race with the caller reusing it.
 	m := make(map[string]Flags, len(clients))
 	for name, f := range clients {
 		m[Fold(name)] = f
@@ -334,21 +333,6 @@ func (h *Hub) SetClients(realm string, clients map[string]Flags) {
 	r.mu.Lock()
 	r.clients = m
 	r.mu.Unlock()
-}
-
-// SetClient adds, changes (present true) or removes one known SIP client.
-func (h *Hub) SetClient(realm, username string, f Flags, present bool) {
-	r := h.realm(realm, true)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.clients == nil {
-		r.clients = make(map[string]Flags)
-	}
-	if present {
-		r.clients[Fold(username)] = f
-	} else {
-		delete(r.clients, Fold(username))
-	}
 }
 
 func (h *Hub) realm(name string, create bool) *realmState {
@@ -682,12 +666,3 @@ type entry struct {
 }
 
 var zeroTime time.Time
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

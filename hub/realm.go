@@ -1,7 +1,8 @@
 package hub
 
 import (
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,7 @@ func (r *realmState) sortedUsers() []string {
 	if p := r.names.Load(); p != nil {
 		return *p
 	}
-	names := sortedKeys(r.users)
+	names := slices.Sorted(maps.Keys(r.users))
 	// Stored while the caller holds the lock: the owner clears the cache
 	// under the write lock, so a stale list can never be stored after it.
 	r.names.Store(&names)
@@ -322,10 +323,5 @@ func (h *Hub) Recent(realm string, n int) []*Change {
 func (h *Hub) Realms() []string {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	out := make([]string, 0, len(h.realms))
-	for n := range h.realms {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(h.realms))
 }

@@ -83,8 +83,7 @@ type Subscription struct {
 	max     int
 	resync  bool
 	closed  bool
-	revoked bool   // closed because the realm changed owner
-	dropped uint64 // changes conflated away
+	revoked bool // closed because the realm changed owner
 }
 
 // Subscribe registers a subscription and returns its start in one step under
@@ -233,7 +232,6 @@ func (s *Subscription) conflate() {
 			kept = append(kept, it)
 			continue
 		}
-		s.dropped++
 		// The newest change of this user now stands for the dropped ones.
 		s.queue[latest[it.Change.User]].Conflated = true
 	}
@@ -283,13 +281,6 @@ func (s *Subscription) Resnapshot() Snapshot {
 	s.resync = false
 	s.mu.Unlock()
 	return s.snapshotLocked()
-}
-
-// Dropped returns how many changes were conflated away for this subscriber.
-func (s *Subscription) Dropped() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
 }
 
 // Close ends the subscription; it is safe to call more than once.

@@ -347,14 +347,11 @@ func TestSlowConsumerConflation(t *testing.T) {
 	if conflated == 0 {
 		t.Errorf("no item flagged Conflated after 100 changes through a queue of %d: %+v", queueLen, items)
 	}
-	if s.Dropped() == 0 || h.Metrics.Conflations.Load() == 0 {
-		t.Errorf("Dropped=%d Metrics.Conflations=%d, want both > 0", s.Dropped(), h.Metrics.Conflations.Load())
+	if len(items) >= 100 || h.Metrics.Conflations.Load() == 0 {
+		t.Errorf("delivered %d of 100 changes, Metrics.Conflations=%d; want fewer delivered and conflations > 0", len(items), h.Metrics.Conflations.Load())
 	}
 	if h.Metrics.SubResyncs.Load() != 0 {
 		t.Errorf("Metrics.SubResyncs = %d, want 0: three users always fit", h.Metrics.SubResyncs.Load())
-	}
-	if int(s.Dropped())+len(items) != 100 {
-		t.Errorf("Dropped %d + delivered %d != 100 changes", s.Dropped(), len(items))
 	}
 }
 
@@ -484,11 +481,10 @@ func TestConcurrentReaders(t *testing.T) {
 				h.Stats(realm)
 				h.Recent(realm, 3)
 				h.Realms()
-				h.SetClient(realm, "u"+strconv.Itoa(i%5), Flags{App: g%2 == 1}, i%3 != 0)
+				h.SetClients(realm, map[string]Flags{"u" + strconv.Itoa(i%5): {App: g%2 == 1}})
 				s, _ := h.Subscribe(SubscribeRequest{Realm: realm})
 				buf, _, _ = s.Next(buf)
 				s.Resnapshot()
-				s.Dropped()
 				s.Close()
 			}
 		})

@@ -162,18 +162,3 @@ func (db *DB) DeleteClient(ctx context.Context, sid string) error {
 	tag, err := db.pool.Exec(ctx, `DELETE FROM clients WHERE client_sid = $1`, sid)
 	return rowsAffected(tag, err, "delete client", "client "+sid)
 }
-
-// ClientPassword returns a SIP client's password in clear. Only tests and
-// SBC-like tools need it; the API never shows it.
-func (db *DB) ClientPassword(ctx context.Context, sid string) (string, error) {
-	sid, err := checkSID(sid)
-	if err != nil {
-		return "", err
-	}
-	var sealed []byte
-	err = db.pool.QueryRow(ctx, `SELECT password FROM clients WHERE client_sid = $1`, sid).Scan(&sealed)
-	if err != nil {
-		return "", mapError(err, "get client password", "client "+sid)
-	}
-	return db.sealer.open(sealed, passwordAAD(sid))
-}

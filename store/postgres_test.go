@@ -436,7 +436,6 @@ func TestErrorMapping(t *testing.T) {
 		}, ErrConflict},
 		{"client: update missing", func() error { return db.UpdateClient(ctx, missingSID, ClientUpdate{}) }, ErrNotFound},
 		{"client: delete missing", func() error { return db.DeleteClient(ctx, missingSID) }, ErrNotFound},
-		{"client: password of missing", func() error { _, err := db.ClientPassword(ctx, missingSID); return err }, ErrNotFound},
 		{"clients: malformed filter", func() error { _, err := db.Clients(ctx, ClientFilter{AccountSID: "a"}); return err }, ErrInvalid},
 		{"api key: missing", func() error { _, err := db.APIKey(ctx, missingSID); return err }, ErrNotFound},
 		{"api key: delete missing", func() error { return db.DeleteAPIKey(ctx, missingSID) }, ErrNotFound},
