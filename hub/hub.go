@@ -64,6 +64,22 @@ type Options struct {
 	// private hub, which has no readers, does), but must not call the hub.
 	// Changes applied with Apply are not tapped.
 	Tap func(c *Change, st *State)
+	// Observe, when set, is called for every change on the hub's owner
+	// goroutine while the realm is locked: it must return at once and never
+	// block (hand the value to a bounded buffer, dropping and counting when
+	// full). The registration history writer is fed this way.
+	Observe func(Observed)
+}
+
+// Observed is one change as an Observe hook sees it.
+type Observed struct {
+	Epoch string
+	Seq   uint64 // the realm's sequence number of this change
+	Event string
+	Time  time.Time
+	// Reg is the registration after the change; for unregistered and
+	// expired, the registration that ended.
+	Reg Registration
 }
 
 // Metrics are cumulative counters of the hub.
@@ -473,6 +489,15 @@ func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 		st = &State{Reg: e.reg, Derived: derived, Since: since, EventTime: now, Event: event}
 	}
 	h.emit(r, event, reg.User, e.json, now, st)
+	h.observe(r, event, &e.reg, now)
+}
+
+// observe hands a change of r (locked by the caller, after its seq was
+// recorded) to the Observe hook.
+func (h *Hub) observe(r *realmState, event string, reg *Registration, now time.Time) {
+	if h.opts.Observe != nil {
+		h.opts.Observe(Observed{Epoch: h.Epoch(), Seq: r.seq, Event: event, Time: now, Reg: *reg})
+	}
 }
 
 // remove deletes realm/user if present. expired tells whether the removal is
@@ -499,6 +524,7 @@ func (h *Hub) remove(realm, user string, now time.Time, expired bool) {
 		h.Metrics.Expirations.Add(1)
 	}
 	h.emit(r, event, user, wire.AppendInactive(nil, user, r.clients[Fold(user)]), now, nil)
+	h.observe(r, event, &old.reg, now)
 }
 
 // emit records a change of r (locked by the caller) with the realm's next

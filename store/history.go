@@ -1,0 +1,508 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/presencehub/presencehub/hub"
+)
+
+// End reasons of a registration session.
+const (
+	EndUnregistered = "unregistered"
+	EndExpired      = "expired"
+	EndReplaced     = "replaced" // a new contact, NAT binding or transport for the same user
+)
+
+// HistoryOptions tune a History. Zero values take the defaults.
+type HistoryOptions struct {
+	// Retention is how long ended sessions are kept (default 30 days),
+	// enforced by dropping whole daily partitions.
+	Retention time.Duration
+	// Buffer bounds the changes waiting to be written (default 65536). When
+	// it is full, changes are dropped, counted, and the interval is recorded
+	// in registration_history_gaps.
+	Buffer int
+	// BatchMax bounds the changes written in one transaction (default 2000).
+	BatchMax int
+	// Linger is how long a batch waits for more changes after its first
+	// (default 100ms).
+	Linger time.Duration
+	// Active, when set, is asked before every batch: a process that is not
+	// the history writer (a cluster replica that does not hold the writer
+	// lease) returns false and the batch is discarded. Writes are idempotent
+	// by (epoch, realm, seq), so a change written twice around a handover
+	// does not count twice.
+	Active func() bool
+	Logger *slog.Logger
+	// Now is the clock for retention and gap times (default time.Now).
+	Now func() time.Time
+}
+
+// HistoryMetrics are cumulative counters of the history writer.
+type HistoryMetrics struct {
+	Changes    atomic.Uint64 // changes written
+	Dropped    atomic.Uint64 // changes dropped because the buffer was full
+	Gaps       atomic.Uint64 // gaps recorded
+	Batches    atomic.Uint64 // transactions committed
+	Rows       atomic.Uint64 // rows inserted or updated by change batches
+	Failures   atomic.Uint64 // batch attempts that failed (and were retried)
+	Queued     atomic.Int64  // changes waiting in the buffer (sampled per batch)
+	Reconciles atomic.Uint64 // full reconciliations against the hub
+}
+
+// History writes registration sessions into PostgreSQL, fed by the hub's
+// Observe hook. Observe never blocks; Run does the writing.
+type History struct {
+	db   *DB
+	opts HistoryOptions
+	log  *slog.Logger
+	ch   chan hub.Observed
+
+	enabled   atomic.Bool
+	dropped   atomic.Uint64 // since the last recorded gap
+	firstDrop atomic.Int64  // unix ms of the first drop since the last gap
+
+	days map[string]bool // daily partitions known to exist; Run's goroutine only
+
+	Metrics HistoryMetrics
+}
+
+// NewHistory returns a writer into db. Pass its Observe to hub.Options and
+// start Run.
+func NewHistory(db *DB, opts HistoryOptions) *History {
+	if opts.Retention <= 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.Buffer <= 0 {
+		opts.Buffer = 65536
+	}
+	if opts.BatchMax <= 0 {
+		opts.BatchMax = 2000
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = 100 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &History{db: db, opts: opts, log: opts.Logger, ch: make(chan hub.Observed, opts.Buffer), days: map[string]bool{}}
+}
+
+// Observe queues one change. It never blocks: when the buffer is full the
+// change is dropped and counted, and Run records the gap. Changes before
+// Run has taken its first look at the hub are ignored (that look covers
+// them).
+func (h *History) Observe(o hub.Observed) {
+	if !h.enabled.Load() {
+		return
+	}
+	select {
+	case h.ch <- o:
+	default:
+		h.Metrics.Dropped.Add(1)
+		h.dropped.Add(1)
+		h.firstDrop.CompareAndSwap(0, o.Time.UnixMilli())
+	}
+}
+
+// HistoryPresence is what History reads of the hub: its state, to begin
+// from and to recover after a gap.
+type HistoryPresence interface {
+	Ready() bool
+	Epoch() string
+	Realms() []string
+	Stats(realm string) hub.Stats
+	Users(realm string) []hub.UserView
+}
+
+// Run writes until ctx is done. It waits for the hub's first sync, then
+// reconciles the stored open sessions with the hub (continuing those that
+// are still registered, closing the others), then writes batches of
+// changes. A failed write is retried with back-off while changes wait in
+// the buffer. Partitions are created ahead and dropped after the retention
+// every hour.
+func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
+	for !pres.Ready() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// From here on every change reaches the buffer; the reconciliation
+	// below reads the hub after this, so nothing falls between them.
+	h.enabled.Store(true)
+	defer h.enabled.Store(false)
+
+	needReconcile := true
+	nextMaint := time.Time{}
+	backoff := 100 * time.Millisecond
+	var batch []hub.Observed
+	for ctx.Err() == nil {
+		if now := h.opts.Now(); !now.Before(nextMaint) {
+			if err := h.maintain(ctx, now); err != nil {
+				h.log.Warn("registration history: partition maintenance failed", "err", err)
+				nextMaint = now.Add(time.Minute)
+			} else {
+				nextMaint = now.Add(time.Hour)
+			}
+		}
+		if n := h.dropped.Swap(0); n > 0 {
+			from := h.firstDrop.Swap(0)
+			if err := h.recordGap(ctx, from, n); err != nil {
+				h.dropped.Add(n)
+				h.firstDrop.CompareAndSwap(0, from)
+				if !h.sleep(ctx, &backoff, err, "record gap") {
+					return nil
+				}
+				continue
+			}
+			needReconcile = true
+		}
+		if needReconcile {
+			if err := h.reconcile(ctx, pres); err != nil {
+				if !h.sleep(ctx, &backoff, err, "reconcile") {
+					return nil
+				}
+				continue
+			}
+			needReconcile = false
+		}
+		if len(batch) == 0 {
+			batch = h.collect(ctx, batch[:0], nextMaint)
+			if len(batch) == 0 {
+				continue
+			}
+		}
+		h.Metrics.Queued.Store(int64(len(h.ch)))
+		if h.opts.Active != nil && !h.opts.Active() {
+			batch = batch[:0]
+			continue
+		}
+		if err := h.write(ctx, batch); err != nil {
+			if !h.sleep(ctx, &backoff, err, "write") {
+				return nil
+			}
+			continue // the same batch again
+		}
+		backoff = 100 * time.Millisecond
+		batch = batch[:0]
+	}
+	return nil
+}
+
+// sleep logs a failure and waits before the retry; false when ctx is done.
+func (h *History) sleep(ctx context.Context, backoff *time.Duration, err error, what string) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	h.Metrics.Failures.Add(1)
+	h.log.Warn("registration history: "+what+" failed, retrying", "err", err, "in", *backoff, "waiting", len(h.ch))
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, 5*time.Second)
+	return true
+}
+
+// collect waits for a first change (until ctx is done or maintenance is
+// due), then gathers more for up to Linger or BatchMax changes.
+func (h *History) collect(ctx context.Context, batch []hub.Observed, until time.Time) []hub.Observed {
+	wait := time.NewTimer(max(time.Until(until), time.Millisecond))
+	defer wait.Stop()
+	select {
+	case <-ctx.Done():
+		return batch
+	case <-wait.C:
+		return batch
+	case o := <-h.ch:
+		batch = append(batch, o)
+	}
+	linger := time.NewTimer(h.opts.Linger)
+	defer linger.Stop()
+	for len(batch) < h.opts.BatchMax {
+		select {
+		case o := <-h.ch:
+			batch = append(batch, o)
+		case <-linger.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// The statements that apply one change to the open session of its user.
+// Each is guarded by the session's last applied change, so a change applied
+// twice (a replay, or a change already covered by a reconciliation) has no
+// effect: $3/$4 are the change's epoch and seq.
+const (
+	// Close the open session when the binding differs ($5 contact, $6
+	// proxy, $7 protocol) at $8 as replaced.
+	sqlReplace = `UPDATE registration_sessions SET ended_at = $8, end_reason = 'replaced', last_epoch = $3, last_seq = $4
+		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
+		AND NOT (last_epoch = $3 AND last_seq >= $4)
+		AND (contact, proxy, protocol) IS DISTINCT FROM ($5::text, $6::text, $7::text)`
+	// Continue the open session with the same binding: $5 is 1 for a
+	// refresh, $6 its time, $7 the expiry, $8–$10 the flags.
+	sqlContinue = `UPDATE registration_sessions SET refreshes = refreshes + $5::int,
+		last_refresh = CASE WHEN $5::int = 1 THEN $6::timestamptz ELSE last_refresh END, expires_at = $7::timestamptz,
+		allow_direct_app_calling = $8, allow_direct_queue_calling = $9, allow_direct_user_calling = $10,
+		last_epoch = $3, last_seq = $4
+		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
+		AND NOT (last_epoch = $3 AND last_seq >= $4)`
+	// Open a session ($5 contact, $6 proxy, $7 protocol, $8 start, $9
+	// expiry, $10–$12 flags) unless one is open or this change already
+	// opened one.
+	sqlOpen = `INSERT INTO registration_sessions (realm, account_sid, user_name, contact, proxy, protocol,
+			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling,
+			started_at, expires_at, start_epoch, start_seq, last_epoch, last_seq)
+		SELECT $1::text, (SELECT account_sid FROM accounts WHERE sip_realm = $1::text), $2::text, $5::text, $6::text, $7::text,
+			$10::smallint, $11::smallint, $12::smallint, $8::timestamptz, $9::timestamptz, $3::text, $4::bigint, $3::text, $4::bigint
+		WHERE NOT EXISTS (SELECT 1 FROM registration_sessions_open WHERE realm = $1::text AND user_name = $2::text)
+		AND NOT EXISTS (SELECT 1 FROM registration_sessions WHERE realm = $1::text AND start_epoch = $3::text AND start_seq = $4::bigint)`
+	// End the open session: $5 the time, $6 the reason.
+	sqlClose = `UPDATE registration_sessions SET ended_at = $5, end_reason = $6, last_epoch = $3, last_seq = $4
+		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
+		AND NOT (last_epoch = $3 AND last_seq >= $4)`
+)
+
+// write applies a batch in one transaction.
+func (h *History) write(ctx context.Context, batch []hub.Observed) error {
+	for _, o := range batch {
+		// Any change may close a session (a stale one is replaced), and a
+		// closed session needs its day's partition.
+		if err := h.ensureDay(ctx, o.Time); err != nil {
+			return err
+		}
+	}
+	b := &pgx.Batch{}
+	for i := range batch {
+		queueChange(b, &batch[i])
+	}
+	var rows int64
+	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
+		br := tx.SendBatch(ctx, b)
+		for range b.Len() {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			rows += tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return err
+	}
+	h.Metrics.Batches.Add(1)
+	h.Metrics.Changes.Add(uint64(len(batch)))
+	h.Metrics.Rows.Add(uint64(rows))
+	return nil
+}
+
+func queueChange(b *pgx.Batch, o *hub.Observed) {
+	r := &o.Reg
+	switch o.Event {
+	case hub.EventUnregistered, hub.EventExpired:
+		b.Queue(sqlClose, r.Realm, r.User, o.Epoch, int64(o.Seq), o.Time, o.Event)
+		return
+	}
+	refresh := 0
+	if o.Event == hub.EventRefreshed {
+		refresh = 1
+	}
+	queueActive(b, r, o.Epoch, int64(o.Seq), o.Time, o.Time, refresh)
+}
+
+// queueActive queues the three statements that make r's open session the
+// current one: replace a different binding, continue the same one, or open
+// a new one starting at start.
+func queueActive(b *pgx.Batch, r *hub.Registration, epoch string, seq int64, at, start time.Time, refresh int) {
+	var expires any
+	if r.ExpiryTime > 0 {
+		expires = time.UnixMilli(r.ExpiryTime)
+	}
+	b.Queue(sqlReplace, r.Realm, r.User, epoch, seq, r.Contact, r.Proxy, r.Protocol, at)
+	b.Queue(sqlContinue, r.Realm, r.User, epoch, seq, refresh, at, expires,
+		r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser)
+	b.Queue(sqlOpen, r.Realm, r.User, epoch, seq, r.Contact, r.Proxy, r.Protocol, start, expires,
+		r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser)
+}
+
+// reconcile makes the stored open sessions match the hub: every registered
+// user has an open session with its binding (continued, or opened at the
+// time the hub has it registered since), every other open session is closed
+// as expired at its own expiry (or now, if that is later).
+func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
+	epoch := pres.Epoch()
+	now := h.opts.Now()
+	b := &pgx.Batch{}
+	var realms, users []string
+	for _, realm := range pres.Realms() {
+		// The seq before the users: a queued change at or below it is
+		// already in what Users returns and is skipped as applied.
+		seq := int64(pres.Stats(realm).Seq)
+		for _, u := range pres.Users(realm) {
+			start := u.Since
+			if u.LastEvent == hub.EventUpdated {
+				start = u.EventTime // the current binding began with the update
+			}
+			reg := hub.Registration{User: u.Name, Realm: realm, Contact: u.Contact, Protocol: u.Protocol, Proxy: u.Proxy,
+				AllowDirectApp: flagBit(u.Flags.App), AllowDirectQueue: flagBit(u.Flags.Queue), AllowDirectUser: flagBit(u.Flags.User), ExpiryTime: u.ExpiryTime}
+			queueActive(b, &reg, epoch, seq, now, start, 0)
+			realms = append(realms, realm)
+			users = append(users, u.Name)
+		}
+	}
+	cutoff := h.cutoff(now)
+	// Sessions that ended before the retention would land in no partition:
+	// they are past keeping anyway.
+	b.Queue(`DELETE FROM registration_sessions_open o
+		WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = o.realm AND l.user_name = o.user_name)
+		AND LEAST(COALESCE(o.expires_at, o.last_refresh, o.started_at), $3::timestamptz) < $4::timestamptz`, realms, users, now, cutoff)
+	b.Queue(`UPDATE registration_sessions s SET end_reason = 'expired',
+		ended_at = GREATEST(s.started_at, LEAST(COALESCE(s.expires_at, s.last_refresh, s.started_at), $3::timestamptz)), last_epoch = $4
+		WHERE s.ended_at = 'infinity'
+		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
+		realms, users, now, epoch)
+	if err := h.ensureDays(ctx, cutoff, now); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return err
+	}
+	h.Metrics.Reconciles.Add(1)
+	h.log.Info("registration history reconciled with the hub", "registered", len(users))
+	return nil
+}
+
+func flagBit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// recordGap writes the interval in which n changes were dropped.
+func (h *History) recordGap(ctx context.Context, fromMillis int64, n uint64) error {
+	to := h.opts.Now()
+	from := to
+	if fromMillis > 0 {
+		from = time.UnixMilli(fromMillis)
+	}
+	if from.After(to) {
+		from = to
+	}
+	_, err := h.db.pool.Exec(ctx, `INSERT INTO registration_history_gaps (from_ts, to_ts, dropped) VALUES ($1, $2, $3)`, from, to, int64(n))
+	if err != nil {
+		return err
+	}
+	h.Metrics.Gaps.Add(1)
+	h.log.Warn("registration history incomplete: buffer overflowed", "from", from, "to", to, "dropped", n)
+	return nil
+}
+
+// --- partitions ---
+
+const partitionPrefix = "registration_sessions_"
+
+func dayStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+func partitionName(day time.Time) string { return partitionPrefix + day.Format("20060102") }
+
+// cutoff is the start of the oldest day still kept.
+func (h *History) cutoff(now time.Time) time.Time {
+	return dayStart(now.Add(-h.opts.Retention))
+}
+
+// ensureDay creates the partition of t's day if it is not known to exist.
+func (h *History) ensureDay(ctx context.Context, t time.Time) error {
+	day := dayStart(t)
+	name := partitionName(day)
+	if h.days[name] {
+		return nil
+	}
+	_, err := h.db.pool.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s PARTITION OF registration_sessions FOR VALUES FROM ('%s') TO ('%s')`,
+		name, day.Format(time.RFC3339), day.AddDate(0, 0, 1).Format(time.RFC3339)))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P07" || pe.Code == "23505") {
+		err = nil // another process created it at the same moment
+	}
+	if err != nil {
+		return fmt.Errorf("create partition %s: %w", name, err)
+	}
+	h.days[name] = true
+	return nil
+}
+
+// ensureDays creates the partitions of every day from from to to.
+func (h *History) ensureDays(ctx context.Context, from, to time.Time) error {
+	for d := dayStart(from); !d.After(to); d = d.AddDate(0, 0, 1) {
+		if err := h.ensureDay(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maintain creates the partitions from the retention's first day to two
+// days ahead and drops the partitions of days entirely before it.
+func (h *History) maintain(ctx context.Context, now time.Time) error {
+	cutoff := h.cutoff(now)
+	if err := h.ensureDays(ctx, cutoff, now.AddDate(0, 0, 2)); err != nil {
+		return err
+	}
+	names, err := h.db.historyPartitions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		day, err := time.Parse("20060102", strings.TrimPrefix(name, partitionPrefix))
+		if err != nil || day.AddDate(0, 0, 1).After(cutoff) {
+			continue
+		}
+		if _, err := h.db.pool.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("drop partition %s: %w", name, err)
+		}
+		delete(h.days, name)
+		h.log.Info("registration history: dropped partition past the retention", "partition", name)
+	}
+	_, err = h.db.pool.Exec(ctx, `DELETE FROM registration_history_gaps WHERE to_ts < $1`, cutoff)
+	return err
+}
+
+// historyPartitions returns the names of the daily partitions, oldest first.
+func (db *DB) historyPartitions(ctx context.Context) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = 'registration_sessions'::regclass AND c.relname ~ '^registration_sessions_[0-9]{8}$'`)
+	if err != nil {
+		return nil, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	sort.Strings(names)
+	return names, err
+}
