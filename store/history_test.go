@@ -49,6 +49,9 @@ type historyRig struct {
 func startHistory(t *testing.T, db *DB, clk *testClock, opts HistoryOptions, initial ...hub.Registration) *historyRig {
 	t.Helper()
 	opts.Now, opts.Logger = clk.Now, quietLog()
+	if opts.Retention == 0 {
+		opts.Retention = 24 * time.Hour // fewer partitions to create: faster
+	}
 	hist := NewHistory(db, opts)
 	h := hub.New(hub.Options{Now: clk.Now, Observe: hist.Observe, Logger: quietLog()})
 	src := &testSource{initial: initial, sink: make(chan hub.Sink, 1)}
