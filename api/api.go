@@ -79,6 +79,10 @@ type Options struct {
 	// Ready adds checks to GET /readyz: each string returned is a problem
 	// that makes it 503, worded for anyone to read (no addresses).
 	Ready func() []string
+	// History answers RegistrationHistory and Presence; nil when the
+	// registration history is off (they then answer 404).
+	History     history
+	HistoryOpts HistoryOptions
 }
 
 // Limits are the API's rate limits (token buckets, 429 past them).
@@ -177,6 +181,9 @@ type server struct {
 	lim     limiters
 	ready   func() []string
 	conns   *streamConns
+
+	hist     history
+	histOpts HistoryOptions
 }
 
 // limiters are the buckets of Limits.
@@ -212,6 +219,15 @@ func New(opts Options) *Handler {
 		jambonz: opts.Jambonz,
 		ready:   opts.Ready,
 		conns:   newStreamConns(),
+		hist:    opts.History,
+
+		histOpts: opts.HistoryOpts,
+	}
+	if s.histOpts.MaxLimit <= 0 {
+		s.histOpts.MaxLimit = 1000
+	}
+	if s.histOpts.FlapSessions <= 0 {
+		s.histOpts.FlapSessions = 6
 	}
 	lm := opts.Limits
 	s.lim.proxies = lm.Proxies

@@ -28,6 +28,7 @@ type fixture struct {
 	dbURL string
 	hub   *hub.Hub
 	api   *api.Handler
+	hist  *store.History
 
 	spA, spB   store.ServiceProvider
 	a1, a2, b1 store.Account
@@ -72,9 +73,12 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 	if _, err := db.Migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	h := hub.New(hub.Options{})
+	hist := store.NewHistory(db, store.HistoryOptions{Retention: 24 * time.Hour, Linger: time.Millisecond})
+	h := hub.New(hub.Options{Observe: hist.Observe})
 	go h.Run(ctx, nil)
 	h.Resync(nil)
+	histDone := make(chan struct{})
+	go func() { defer close(histDone); _ = hist.Run(ctx, h) }()
 	watching := make(chan error, 1)
 	go func() {
 		watching <- db.WatchAccounts(ctx, func(realm, accountSID string, clients map[string]hub.Flags) {
@@ -82,8 +86,8 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 			h.SetClients(realm, clients)
 		})
 	}()
-	t.Cleanup(func() { cancel(); <-watching })
-	handler := api.New(api.Options{Presence: h, Directory: db, Stream: so})
+	t.Cleanup(func() { cancel(); <-watching; <-histDone }) // before db.Close
+	handler := api.New(api.Options{Presence: h, Directory: db, Stream: so, History: db, HistoryOpts: api.HistoryOptions{FlapSessions: 3}})
 	srv := httptest.NewUnstartedServer(handler)
 	if sndbuf > 0 {
 		srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -96,7 +100,7 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(handler.Shutdown)
-	f := &fixture{t: t, url: srv.URL, db: db, dbURL: dbURL, hub: h, api: handler, keys: map[string]string{}}
+	f := &fixture{t: t, url: srv.URL, db: db, dbURL: dbURL, hub: h, api: handler, hist: hist, keys: map[string]string{}}
 
 	f.spA = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP A"}))
 	f.spB = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP B"}))

@@ -27,6 +27,8 @@ func (s *server) routes() http.Handler {
 		r.Get("/v1/Accounts/{AccountSid}/RegisteredSipUsers", s.handleRegisteredList().ServeHTTP)
 		r.Post("/v1/Accounts/{AccountSid}/RegisteredSipUsers", s.handleRegisteredDetails().ServeHTTP)
 		r.Get("/v1/Accounts/{AccountSid}/RegisteredSipUsers/{Client}", s.handleRegisteredOne().ServeHTTP)
+		r.Get("/v1/Accounts/{AccountSid}/RegistrationHistory", s.handleRegistrationHistory().ServeHTTP)
+		r.Get("/v1/Accounts/{AccountSid}/Presence/{Client}", s.handlePresence().ServeHTTP)
 
 		r.Get("/v1/Clients", s.handleClientList().ServeHTTP)
 		r.Post("/v1/Clients", s.tenantWrite(s.handleClientCreate()))

@@ -80,6 +80,9 @@ type Observed struct {
 	// Reg is the registration after the change; for unregistered and
 	// expired, the registration that ended.
 	Reg Registration
+	// Initial is true for the changes of the hub's first load from its
+	// source (every registration appearing), before Ready.
+	Initial bool
 }
 
 // Metrics are cumulative counters of the hub.
@@ -496,7 +499,7 @@ func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 // recorded) to the Observe hook.
 func (h *Hub) observe(r *realmState, event string, reg *Registration, now time.Time) {
 	if h.opts.Observe != nil {
-		h.opts.Observe(Observed{Epoch: h.Epoch(), Seq: r.seq, Event: event, Time: now, Reg: *reg})
+		h.opts.Observe(Observed{Epoch: h.Epoch(), Seq: r.seq, Event: event, Time: now, Reg: *reg, Initial: !h.ready.Load()})
 	}
 }
 

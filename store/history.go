@@ -56,7 +56,6 @@ type HistoryMetrics struct {
 	Batches    atomic.Uint64 // transactions committed
 	Rows       atomic.Uint64 // rows inserted or updated by change batches
 	Failures   atomic.Uint64 // batch attempts that failed (and were retried)
-	Queued     atomic.Int64  // changes waiting in the buffer (sampled per batch)
 	Reconciles atomic.Uint64 // full reconciliations against the hub
 }
 
@@ -68,7 +67,6 @@ type History struct {
 	log  *slog.Logger
 	ch   chan hub.Observed
 
-	enabled   atomic.Bool
 	dropped   atomic.Uint64 // since the last recorded gap
 	firstDrop atomic.Int64  // unix ms of the first drop since the last gap
 
@@ -102,11 +100,11 @@ func NewHistory(db *DB, opts HistoryOptions) *History {
 }
 
 // Observe queues one change. It never blocks: when the buffer is full the
-// change is dropped and counted, and Run records the gap. Changes before
-// Run has taken its first look at the hub are ignored (that look covers
-// them).
+// change is dropped and counted, and Run records the gap. The changes of
+// the hub's first load are skipped: Run's first reconciliation, which reads
+// the hub once it is ready, covers them.
 func (h *History) Observe(o hub.Observed) {
-	if !h.enabled.Load() {
+	if o.Initial {
 		return
 	}
 	select {
@@ -117,6 +115,9 @@ func (h *History) Observe(o hub.Observed) {
 		h.firstDrop.CompareAndSwap(0, o.Time.UnixMilli())
 	}
 }
+
+// Queued returns the number of changes waiting to be written.
+func (h *History) Queued() int { return len(h.ch) }
 
 // HistoryPresence is what History reads of the hub: its state, to begin
 // from and to recover after a gap.
@@ -142,11 +143,9 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	// From here on every change reaches the buffer; the reconciliation
-	// below reads the hub after this, so nothing falls between them.
-	h.enabled.Store(true)
-	defer h.enabled.Store(false)
-
+	// Every change after the first load is in the buffer, and the
+	// reconciliation below reads the hub after that load: nothing falls
+	// between them.
 	needReconcile := true
 	nextMaint := time.Time{}
 	backoff := 100 * time.Millisecond
@@ -187,7 +186,6 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 				continue
 			}
 		}
-		h.Metrics.Queued.Store(int64(len(h.ch)))
 		if h.opts.Active != nil && !h.opts.Active() {
 			batch = batch[:0]
 			continue

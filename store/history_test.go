@@ -290,7 +290,6 @@ func TestHistoryGap(t *testing.T) {
 	mustAccount(t, db, mustSP(t, db, "sp"), "acct", "example.com")
 	now := time.Now().Truncate(time.Millisecond)
 	h := NewHistory(db, HistoryOptions{Buffer: 1, Logger: quietLog(), Now: func() time.Time { return now }})
-	h.enabled.Store(true)
 	for i := range 3 {
 		h.Observe(hub.Observed{Epoch: "e", Seq: uint64(i + 1), Event: hub.EventRegistered, Time: now.Add(time.Duration(i-10) * time.Second),
 			Reg: sipReg("alice", "example.com", "p", now)})

@@ -67,6 +67,8 @@ func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...sto
 		"PRESENCEHUB_DATABASE_URL":   storetest.NewDatabase(t),
 		"PRESENCEHUB_ENCRYPTION_KEY": "e2e-test-secret",
 		"PRESENCEHUB_LISTEN":         "127.0.0.1:0",
+		// A short retention: fewer daily partitions to create at start.
+		"PRESENCEHUB_HISTORY_RETENTION": "24h",
 	}
 	for k, v := range extraEnv {
 		in.env[k] = v

@@ -46,6 +46,11 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	subBurst := fs.EnvInt("stream-subscribe-burst", "PRESENCEHUB_STREAM_SUBSCRIBE_BURST", 100, "burst of subscribe frames per websocket connection")
 	keySubRate := fs.EnvInt("stream-key-subscribe-rate", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_RATE", 1000, "subscribe frames per second per API key over all its connections")
 	keySubBurst := fs.EnvInt("stream-key-subscribe-burst", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_BURST", 20_000, "burst of subscribe frames per API key")
+	regHistory := fs.EnvBool("registration-history", "PRESENCEHUB_REGISTRATION_HISTORY", true, "record registration sessions in PostgreSQL (RegistrationHistory, Presence, the dashboard's charts and user pages)")
+	retention := fs.EnvDuration("history-retention", "PRESENCEHUB_HISTORY_RETENTION", 30*24*time.Hour, "how long ended registration sessions are kept (whole days are dropped)")
+	histBuffer := fs.EnvInt("registration-history-buffer", "PRESENCEHUB_REGISTRATION_HISTORY_BUFFER", 65536, "changes waiting for PostgreSQL before they are dropped and recorded as a gap")
+	histPageMax := fs.EnvInt("registration-history-page-max", "PRESENCEHUB_REGISTRATION_HISTORY_PAGE_MAX", 1000, "largest ?limit= of RegistrationHistory")
+	flapSessions := fs.EnvInt("flap-sessions", "PRESENCEHUB_FLAP_SESSIONS", 6, "a user is flapping with more than this many sessions or NAT binding changes in an hour")
 	pprofAddr := fs.EnvString("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	secureCookies := fs.EnvBool("secure-cookies", "PRESENCEHUB_SECURE_COOKIES", false, "mark cookies Secure (with the __Host- prefix) and send HSTS even without --tls-cert: set it behind a TLS-terminating proxy")
 	var lim httpLimits
@@ -114,6 +119,16 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if *reconcile == 0 {
 		*reconcile = -1
 	}
+	switch {
+	case *retention < 24*time.Hour:
+		return fmt.Errorf("--history-retention %v: want at least 24h (history is kept in whole days)", *retention)
+	case *histBuffer < 1 || *histBuffer > 10_000_000:
+		return fmt.Errorf("--registration-history-buffer %d: want 1 to 10000000", *histBuffer)
+	case *histPageMax < 1 || *histPageMax > 100_000:
+		return fmt.Errorf("--registration-history-page-max %d: want 1 to 100000", *histPageMax)
+	case *flapSessions < 1:
+		return fmt.Errorf("--flap-sessions %d: want 1 or more", *flapSessions)
+	}
 
 	db, err := store.Open(ctx, *c.DatabaseURL, *c.EncryptionKey)
 	if err != nil {
@@ -150,14 +165,20 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("redis: %w", err)
 	}
 
-	h := hub.New(hub.Options{History: *history, QueueLen: *queueLen, Logger: log})
+	hubOpts := hub.Options{History: *history, QueueLen: *queueLen, Logger: log}
+	var hist *store.History
+	if *regHistory {
+		hist = store.NewHistory(db, store.HistoryOptions{Retention: *retention, Buffer: *histBuffer, Logger: log})
+		hubOpts.Observe = hist.Observe
+	}
+	h := hub.New(hubOpts)
 	var jambonzStatus func() store.JambonzStatus
 	if jambonz != nil {
 		jambonzStatus = jambonz.Status
 	}
-	apiHandler := api.New(api.Options{
+	apiOpts := api.Options{
 		Presence: h, Directory: db, Logger: log,
-		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src) },
+		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src, hist) },
 		Limits:  limits,
 		Jambonz: jambonzStatus,
 		Ready:   func() []string { return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now()) },
@@ -167,7 +188,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 			SubscribeRate: float64(*subRate), SubscribeBurst: *subBurst,
 			KeySubscribeRate: float64(*keySubRate), KeySubscribeBurst: *keySubBurst,
 		},
-	})
+		HistoryOpts: api.HistoryOptions{MaxLimit: *histPageMax, FlapSessions: *flapSessions},
+	}
+	if hist != nil {
+		apiOpts.History = db
+	}
+	apiHandler := api.New(apiOpts)
 	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
 		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil})
 	mux := http.NewServeMux()
@@ -204,10 +230,13 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	// serve waits for every goroutine it starts, stopping them one after
 	// the other in this order: the hub (whose Run returns only after the
 	// Redis source's Watch returned: cancelling it closes every websocket
-	// subscription), the PostgreSQL watcher, the profiler, the HTTP server.
+	// subscription), the registration history writer, the PostgreSQL watcher, the profiler, the HTTP server.
 	// Only then do the deferred src.Close and db.Close run.
 	ts := newTasks()
 	ts.start(ctx, "redis", func(ctx context.Context) error { return h.Run(ctx, src) })
+	if hist != nil {
+		ts.start(ctx, "registration history", func(ctx context.Context) error { return hist.Run(ctx, h) })
+	}
 	ts.start(ctx, "postgres watcher", func(ctx context.Context) error {
 		// The account that holds a realm owns its presence: a new holder
 		// (or none) ends the old one's subscriptions and history first.
@@ -411,7 +440,7 @@ func pprofMux() *http.ServeMux {
 	return mux
 }
 
-func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
+func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource, hist *store.History) {
 	hm := &h.Metrics
 	m.Counter("presencehub_changes_total", "Presence changes emitted by the hub.", hm.Changes.Load())
 	m.Counter("presencehub_expirations_total", "Registrations expired by the hub's own clock.", hm.Expirations.Load())
@@ -439,6 +468,15 @@ func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource) {
 		age = time.Since(health.LastSync).Seconds()
 	}
 	m.Gauge("presencehub_redis_last_sync_age_seconds", "Seconds since the last full load from Redis (-1 before the first).", age)
+	if hist != nil {
+		hm := &hist.Metrics
+		m.Counter("presencehub_history_changes_total", "Changes written to the registration history.", hm.Changes.Load())
+		m.Counter("presencehub_history_rows_total", "Registration history rows inserted or updated by change batches.", hm.Rows.Load())
+		m.Counter("presencehub_history_dropped_total", "Changes not recorded because the history buffer was full.", hm.Dropped.Load())
+		m.Counter("presencehub_history_gaps_total", "Intervals recorded as incomplete registration history.", hm.Gaps.Load())
+		m.Counter("presencehub_history_write_failures_total", "Registration history writes that failed and were retried.", hm.Failures.Load())
+		m.Gauge("presencehub_history_queued", "Changes waiting to be written to the registration history.", float64(hist.Queued()))
+	}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
