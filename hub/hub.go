@@ -67,7 +67,9 @@ type Options struct {
 	// Observe, when set, is called for every change on the hub's owner
 	// goroutine while the realm is locked: it must return at once and never
 	// block (hand the value to a bounded buffer, dropping and counting when
-	// full). The registration history writer is fed this way.
+	// full). The registration history writer is fed this way. Unlike Tap
+	// it also sees the changes applied with Apply (a cluster replica), with
+	// the seq and time they were sequenced with.
 	Observe func(Observed)
 }
 

@@ -62,3 +62,30 @@ func TestObserve(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveApplied: a replica's hook sees the changes it applies, with
+// their own seq and time.
+func TestObserveApplied(t *testing.T) {
+	var mu sync.Mutex
+	var got []Observed
+	h := newHub(Options{Epoch: "shared", Observe: func(o Observed) {
+		mu.Lock()
+		got = append(got, o)
+		mu.Unlock()
+	}})
+	run(t, h, nil)
+	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	alice := reg("alice", "example.com", at)
+	if err := h.Apply(
+		Applied{Realm: "example.com", Seq: 1, Event: EventRegistered, User: "alice", Time: at, State: &State{Reg: alice, Since: at, EventTime: at, Event: EventRegistered}},
+		Applied{Realm: "example.com", Seq: 2, Event: EventUnregistered, User: "alice", Time: at.Add(time.Second)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0].Seq != 1 || got[0].Event != EventRegistered || got[1].Seq != 2 || got[1].Event != EventUnregistered ||
+		got[1].Reg.Proxy != alice.Proxy || !got[1].Time.Equal(at.Add(time.Second)) || got[0].Epoch != "shared" {
+		t.Errorf("observed %+v; want registered seq 1 and unregistered seq 2 (with the ended registration) in epoch shared", got)
+	}
+}

@@ -109,15 +109,18 @@ func (h *Hub) apply(changes []Applied) error {
 			return fmt.Errorf("%w: realm %s is at %d, change has %d", ErrGap, r.name, have, c.Seq)
 		}
 		var body []byte
+		var reg *Registration // for the Observe hook
 		if c.State != nil {
 			e := h.install(r, c.State)
 			body = e.json
+			reg = &e.reg
 		} else {
 			if old := r.users[c.User]; old != nil {
 				delete(r.users, c.User)
 				r.online--
 				r.protocols[old.reg.Protocol]--
 				r.usersChanged()
+				reg = &old.reg
 			}
 			body = wire.AppendInactive(nil, c.User, r.clients[Fold(c.User)])
 			if c.Event == EventExpired {
@@ -125,6 +128,9 @@ func (h *Hub) apply(changes []Applied) error {
 			}
 		}
 		h.publish(r, h.record(r, c.Seq, c.Event, c.User, body, c.Time))
+		if reg != nil {
+			h.observe(r, c.Event, reg, c.Time)
+		}
 		r.mu.Unlock()
 	}
 	return nil
