@@ -31,6 +31,7 @@ function startAccountPage(data) {
   const pageSize = data.page_size || 100;
   const feedSize = data.feed_size || 100;
   const accountSid = data.account_sid;
+  const userURL = (name) => `/accounts/${accountSid}/users/${encodeURIComponent(name)}`;
 
   // ---- model ---------------------------------------------------------------
 
@@ -249,6 +250,7 @@ function startAccountPage(data) {
     } else {
       name.append(r.name, ' ', h('span', { class: 'tag', 'data-testid': 'no-client' }, 'no client'));
     }
+    name.append(' ', h('a', { class: 'user-link', href: userURL(r.name), 'data-testid': 'user-link', 'aria-label': `Presence history of ${r.name}` }, 'history'));
     const since = h('td');
     if (reg && r.since) since.append(h('time', { datetime: iso(r.since) }, dateTime(r.since)));
     else since.append('—');
@@ -414,7 +416,7 @@ function startAccountPage(data) {
       const it = pendingFeed[i];
       frag.append(h('li', { 'data-testid': 'feed-item', 'data-seq': String(it.seq), 'data-event': it.event, 'data-user': it.name },
         h('time', { datetime: iso(it.time) }, clock(it.time)), ' ',
-        h('span', { class: 'feed-user' }, it.name), ' ',
+        h('a', { class: 'feed-user', href: userURL(it.name), 'data-testid': 'feed-user-link' }, it.name), ' ',
         h('span', { class: `event event-${it.event}` }, it.event)));
     }
     pendingFeed = [];

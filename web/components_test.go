@@ -125,7 +125,7 @@ func TestFeedComponent(t *testing.T) {
 		{Seq: 9, Event: hub.EventExpired, User: "bob", Time: t0},
 		{Seq: 8, Event: hub.EventRegistered, User: "alice", Time: t0.Add(-time.Second)},
 	})
-	doc := parseHTML(t, renderString(t, feed(items)))
+	doc := parseHTML(t, renderString(t, feed("acct", items)))
 	li := byTestID(doc, "feed-item")
 	if len(li) != 2 {
 		t.Fatalf("feed items = %d", len(li))

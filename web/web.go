@@ -88,6 +88,12 @@ type Options struct {
 	// database: pages show them without edit forms, and the form
 	// endpoints answer 409.
 	ManagedInJambonz bool
+	// History gives the user pages their sessions; nil when the
+	// registration history is off.
+	History History
+	// FlapSessions: a user is flapping with more than this many sessions,
+	// or NAT binding changes, in the last hour (default 6).
+	FlapSessions int
 }
 
 // Cookie names.
@@ -117,6 +123,9 @@ type server struct {
 	proxies ratelimit.Proxies
 	// managed: clients are mirrored from jambonz and read-only here.
 	managed bool
+
+	hist History
+	flap int
 }
 
 // New returns the dashboard as one http.Handler serving /, /signin,
@@ -124,7 +133,10 @@ type server struct {
 func New(opts Options) http.Handler {
 	s := &server{pres: opts.Presence, dir: opts.Directory, log: opts.Logger, ttl: opts.SessionTTL,
 		secure: opts.Secure, now: opts.Now, signIns: opts.SignIns, proxies: opts.Proxies,
-		managed: opts.ManagedInJambonz}
+		managed: opts.ManagedInJambonz, hist: opts.History, flap: opts.FlapSessions}
+	if s.flap <= 0 {
+		s.flap = 6
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -170,6 +182,7 @@ func (s *server) routes() http.Handler {
 		r.Use(s.requireSession)
 		r.Get("/", s.handleHome())
 		r.Get("/accounts/{AccountSid}", s.handleAccount())
+		r.Get("/accounts/{AccountSid}/users/{name}", s.handleUser())
 		r.Get("/accounts/{AccountSid}/clients/new", s.clientWrite(s.handleClientNew()))
 		r.Post("/accounts/{AccountSid}/clients", s.clientWrite(s.handleClientCreate()))
 		r.Get("/accounts/{AccountSid}/clients/{ClientSid}", s.handleClientEdit())

@@ -194,8 +194,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		apiOpts.History = db
 	}
 	apiHandler := api.New(apiOpts)
-	webHandler := web.New(web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
-		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil})
+	webOpts := web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
+		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil, FlapSessions: *flapSessions}
+	if hist != nil {
+		webOpts.History = db
+	}
+	webHandler := web.New(webOpts)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", apiHandler)
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
