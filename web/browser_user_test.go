@@ -58,3 +58,39 @@ func TestBrowserUserPage(t *testing.T) {
 		t.Errorf("user page = %+v; want erin, flapping, 2 bars on each timeline, 2 session rows", got)
 	}
 }
+
+// TestBrowserLiveOverview: the overview follows every visible account on one
+// socket; a row's online count (and data-online) changes without a reload.
+func TestBrowserLiveOverview(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Now = time.Now })
+	b := newBrowser(t, e)
+	b.do(
+		chromedp.Navigate(b.srv.URL+"/"),
+		chromedp.WaitVisible(`input[name=api_key]`),
+		chromedp.SendKeys(`input[name=api_key]`, "admin-key"),
+		chromedp.Click(`[data-testid=signin-submit]`),
+		chromedp.WaitVisible(`[data-testid=accounts-table]`),
+	)
+	row := `document.querySelector('tr[data-testid=account-row][data-account="` + acctA + `"]')`
+	conn := b.conn()
+	var id any
+	for id == nil {
+		f := readFrame(t, conn)
+		if f["type"] == "subscribe" && f["account_sid"] == acctA {
+			id = f["id"]
+		}
+	}
+	ms := time.Now().UnixMilli()
+	send(t, conn, `{"type":"snapshot","id":%q,"account_sid":%q,"epoch":"e9","seq":5,"users":[%s,%s]}`, id, acctA,
+		streamUserJSON("ann", true, ms+600_000, ms), streamUserJSON("ben", true, ms+30_000, ms))
+	b.waitFor(row + `.dataset.online === '2' && ` + row + `.querySelector('[data-testid=account-online]').textContent === '2'`)
+	b.waitFor(row + `.querySelector('[data-testid=account-expiring]').textContent === '1'`)
+	b.waitFor(`document.querySelector('[data-testid=connection-state]').dataset.state === 'live'`)
+	send(t, conn, `{"type":"change","id":%q,"account_sid":%q,"seq":6,"event":"unregistered","user":%s}`, id, acctA, streamUserJSON("ann", false, 0, ms))
+	b.waitFor(row + `.dataset.online === '1'`)
+	var changes string
+	b.eval(row+`.querySelector('[data-testid=account-changes]').textContent`, &changes)
+	if changes == "0" {
+		t.Errorf("changes in the last minute still 0 after a change")
+	}
+}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"strconv"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -162,8 +163,28 @@ func isClientError(err error) bool {
 
 // overviewView is the overview page's model.
 type overviewView struct {
-	Rows  []OverviewRow
-	Total OverviewRow // sums
+	Rows        []OverviewRow // the visible page
+	Total       OverviewRow   // sums over every account
+	Count       int           // accounts in all
+	Page, Pages int
+	Data        overviewData
+}
+
+// OverviewPageSize is how many accounts one overview page shows (and
+// follows live: one stream subscription each).
+const OverviewPageSize = 50
+
+// overviewData is the overview's JSON data block for static/overview.js.
+type overviewData struct {
+	Now            int64             `json:"now"`
+	ExpiringWithin int64             `json:"expiring_within_ms"`
+	Accounts       []overviewAccount `json:"accounts"`
+}
+
+type overviewAccount struct {
+	SID    string `json:"account_sid"`
+	Realm  string `json:"realm"`
+	Series []int  `json:"series"`
 }
 
 func (s *server) handleHome() http.HandlerFunc {
@@ -201,13 +222,34 @@ func (s *server) handleHome() http.HandlerFunc {
 			s.internalError(w, r, err)
 			return
 		}
-		v := overviewView{Rows: BuildOverview(accounts, clients, s.pres.Stats)}
-		for _, row := range v.Rows {
+		rows := BuildOverview(accounts, clients, s.pres.Stats)
+		v := overviewView{Count: len(rows), Page: 1, Pages: max(1, (len(rows)+OverviewPageSize-1)/OverviewPageSize)}
+		for _, row := range rows {
 			v.Total.Online += row.Online
 			v.Total.Clients += row.Clients
 			v.Total.ChangesLastMinute += row.ChangesLastMinute
 		}
-		s.render(w, r, http.StatusOK, overviewPage(s.meta(r, "Accounts"), v))
+		if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n >= 1 && n <= v.Pages {
+			v.Page = n
+		}
+		v.Rows = rows[min(len(rows), (v.Page-1)*OverviewPageSize):min(len(rows), v.Page*OverviewPageSize)]
+		now := s.now()
+		v.Data = overviewData{Now: now.UnixMilli(), ExpiringWithin: ExpiringWithin.Milliseconds(), Accounts: []overviewAccount{}}
+		for i := range v.Rows {
+			row := &v.Rows[i]
+			if row.Realm != "" {
+				for _, u := range s.pres.Users(row.Realm) {
+					if exp := userExpiry(u); !exp.IsZero() && exp.After(now) && exp.Sub(now) < ExpiringWithin {
+						row.Expiring++
+					}
+				}
+			}
+			row.Spark = Sparkline(row.Series)
+			v.Data.Accounts = append(v.Data.Accounts, overviewAccount{SID: row.SID, Realm: row.Realm, Series: row.Series})
+		}
+		m := s.meta(r, "Accounts")
+		m.Script = "overview.js"
+		s.render(w, r, http.StatusOK, overviewPage(m, v))
 	}
 }
 

@@ -406,6 +406,9 @@ type OverviewRow struct {
 	Online            int // registered users
 	Clients           int
 	ChangesLastMinute int
+	Expiring          int    // registrations lapsing within ExpiringWithin (visible rows only)
+	Series            []int  // online at the end of each of the last 60 minutes (visible rows only)
+	Spark             string // SVG polyline points of Series
 }
 
 // BuildOverview lists accounts (sorted by name) with their counters; stats
@@ -420,7 +423,7 @@ func BuildOverview(accounts []store.Account, clients []store.Client, stats func(
 		row := OverviewRow{SID: a.SID, Name: a.Name, Realm: a.SIPRealm, Clients: perAccount[a.SID]}
 		if a.SIPRealm != "" {
 			st := stats(a.SIPRealm)
-			row.Online, row.ChangesLastMinute = st.Online, st.ChangesLastMinute
+			row.Online, row.ChangesLastMinute, row.Series = st.Online, st.ChangesLastMinute, st.Series
 		}
 		out = append(out, row)
 	}
@@ -431,4 +434,36 @@ func BuildOverview(accounts []store.Account, clients []store.Client, stats func(
 		return cmp.Compare(a.SID, b.SID)
 	})
 	return out
+}
+
+// SparkW and SparkH are the overview sparkline's SVG size (static/overview.js
+// draws the same; keep in sync).
+const (
+	SparkW = 120
+	SparkH = 24
+)
+
+// Sparkline returns the polyline points of series scaled into SparkW×SparkH
+// (zero at the bottom; the top is the series' maximum, at least 1).
+func Sparkline(series []int) string {
+	if len(series) == 0 {
+		return ""
+	}
+	top := 1
+	for _, v := range series {
+		top = max(top, v)
+	}
+	var b strings.Builder
+	for i, v := range series {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		x := 0.0
+		if len(series) > 1 {
+			x = float64(i) * SparkW / float64(len(series)-1)
+		}
+		y := SparkH - 1 - float64(v)*(SparkH-2)/float64(top)
+		b.WriteString(strconv.FormatFloat(x, 'f', 1, 64) + "," + strconv.FormatFloat(y, 'f', 1, 64))
+	}
+	return b.String()
 }
