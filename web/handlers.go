@@ -1,7 +1,6 @@
 package web
 
 import (
-	"strconv"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
