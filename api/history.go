@@ -173,13 +173,9 @@ func (s *server) handlePresence() http.Handler {
 			fail(w, r, s.log, errHistoryOff)
 			return
 		}
-		name, err := url.PathUnescape(chi.URLParam(r, "Client"))
+		name, err := clientParam(r)
 		if err != nil {
-			fail(w, r, s.log, badRequest("malformed username in path"))
-			return
-		}
-		if len(name) > maxNameLen {
-			fail(w, r, s.log, badRequest("usernames are at most %d bytes long", maxNameLen))
+			fail(w, r, s.log, err)
 			return
 		}
 		var cur struct {

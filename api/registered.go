@@ -186,15 +186,24 @@ func (s *server) handleRegisteredOne() http.Handler {
 			fail(w, r, s.log, err)
 			return
 		}
-		name, err := url.PathUnescape(chi.URLParam(r, "Client"))
+		name, err := clientParam(r)
 		if err != nil {
-			fail(w, r, s.log, badRequest("malformed username in path"))
-			return
-		}
-		if len(name) > maxNameLen {
-			fail(w, r, s.log, badRequest("usernames are at most %d bytes long", maxNameLen))
+			fail(w, r, s.log, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, s.pres.Get(a.SIPRealm, name))
 	})
+}
+
+// clientParam is the {Client} path segment, unescaped and bounded like the
+// names of a POST body.
+func clientParam(r *http.Request) (string, error) {
+	name, err := url.PathUnescape(chi.URLParam(r, "Client"))
+	if err != nil {
+		return "", badRequest("malformed username in path")
+	}
+	if len(name) > maxNameLen {
+		return "", badRequest("usernames are at most %d bytes long", maxNameLen)
+	}
+	return name, nil
 }
