@@ -143,10 +143,26 @@ func (h *Hub) apply(changes []Applied) error {
 // missed changes never leaves a silent gap; realms already at their seq are
 // left alone. It also marks the hub ready.
 func (h *Hub) Rebuild(epoch string, seqs map[string]uint64, states []State) {
-	h.do(func() { h.rebuild(epoch, seqs, states) })
+	h.RebuildWithHistory(epoch, seqs, states, nil)
 }
 
-func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State) {
+// RebuildWithHistory is Rebuild that also fills the resume history of every
+// realm it rebuilds from recent, the changes that led to the snapshot (oldest
+// first, any realms mixed): of each realm, the run of changes with
+// consecutive seqs that ends at the realm's seq is kept (at most the
+// history's bound), so a client may resume from before the snapshot. A
+// replica that starts from a shared log passes the log's tail here.
+func (h *Hub) RebuildWithHistory(epoch string, seqs map[string]uint64, states []State, recent []Applied) {
+	h.do(func() { h.rebuild(epoch, seqs, states, recent) })
+}
+
+func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State, recent []Applied) {
+	byRealmRecent := make(map[string][]*Applied)
+	for i := range recent {
+		c := &recent[i]
+		name := Fold(c.Realm)
+		byRealmRecent[name] = append(byRealmRecent[name], c)
+	}
 	byRealm := make(map[string][]*State)
 	for i := range states {
 		st := &states[i]
@@ -190,6 +206,7 @@ func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State) {
 		}
 		r.seq = lowSeqs[n]
 		r.history = ring{buf: make([]*Change, 0, 16), max: h.opts.History}
+		h.backfill(r, byRealmRecent[n])
 		for s := range r.subs {
 			s.forceResync()
 		}
@@ -201,5 +218,33 @@ func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State) {
 		h.log.Info("presence snapshot loaded", "registrations", len(states), "epoch", epoch)
 	} else if rebuilt > 0 {
 		h.log.Warn("presence rebuilt from a snapshot", "realms", rebuilt, "new_epoch", newEpoch)
+	}
+}
+
+// backfill puts into r's (empty) history the changes of recent that end at
+// r.seq with consecutive seqs; r.mu is held by the caller.
+func (h *Hub) backfill(r *realmState, recent []*Applied) {
+	end := len(recent)
+	for end > 0 && recent[end-1].Seq > r.seq {
+		end--
+	}
+	if end == 0 || recent[end-1].Seq != r.seq {
+		return
+	}
+	start := end - 1
+	for start > 0 && end-start < h.opts.History && recent[start-1].Seq == recent[start].Seq-1 {
+		start--
+	}
+	for _, c := range recent[start:end] {
+		var body []byte
+		if c.State != nil {
+			reg := c.State.Reg
+			body = appendUser(nil, &reg)
+		} else {
+			body = wire.AppendInactive(nil, c.User, r.clients[Fold(c.User)])
+		}
+		ch := &Change{Realm: r.name, Seq: c.Seq, Event: c.Event, User: c.User, Time: c.Time}
+		ch.Body = wire.AppendChange(make([]byte, 0, wire.ChangeSize(len(body))), c.Seq, c.Event, body, c.Time)
+		r.history.add(ch)
 	}
 }
