@@ -102,7 +102,9 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 	t.Cleanup(handler.Shutdown)
 	f := &fixture{t: t, url: srv.URL, db: db, dbURL: dbURL, hub: h, api: handler, hist: hist, keys: map[string]string{}}
 
-	f.spA = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP A"}))
+	// SP A may give its accounts realms under example.com (README, "Who may
+	// claim a realm"); SP B has no root domain.
+	f.spA = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP A", RootDomain: "example.com"}))
 	f.spB = must(db.CreateServiceProvider(ctx, store.ServiceProvider{Name: "SP B"}))
 	f.a1 = must(db.CreateAccount(ctx, store.Account{Name: "A1", ServiceProviderSID: f.spA.SID, SIPRealm: "a1.example.com"}))
 	f.a2 = must(db.CreateAccount(ctx, store.Account{Name: "A2", ServiceProviderSID: f.spA.SID, SIPRealm: "a2.example.com"}))

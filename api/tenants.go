@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -83,6 +85,7 @@ func created(w http.ResponseWriter, sid string) {
 type spBody struct {
 	Name        *string `json:"name"`
 	Description *string `json:"description"`
+	RootDomain  *string `json:"root_domain"` // jambonz's field; "" clears it, null or absent keeps it
 }
 
 func (s *server) handleSPList() http.Handler {
@@ -121,6 +124,9 @@ func (s *server) handleSPCreate() http.Handler {
 		sp := store.ServiceProvider{Name: *b.Name}
 		if b.Description != nil {
 			sp.Description = *b.Description
+		}
+		if b.RootDomain != nil {
+			sp.RootDomain = *b.RootDomain
 		}
 		sp, err := s.dir.CreateServiceProvider(r.Context(), sp)
 		if err != nil {
@@ -168,6 +174,15 @@ func (s *server) handleSPUpdate() http.Handler {
 		}
 		if b.Description != nil {
 			sp.Description = *b.Description
+		}
+		if b.RootDomain != nil {
+			// A provider that could set its own root domain could claim
+			// any realm with it: only an admin assigns root domains.
+			if !sameDomain(*b.RootDomain, sp.RootDomain) && principal(r.Context()).Scope != store.ScopeAdmin {
+				fail(w, r, s.log, &apiError{http.StatusForbidden, "only an admin can change a service provider's root_domain"})
+				return
+			}
+			sp.RootDomain = *b.RootDomain
 		}
 		if err := s.dir.UpdateServiceProvider(r.Context(), sp); err != nil {
 			fail(w, r, s.log, err)
@@ -248,6 +263,10 @@ func (s *server) handleAccountCreate() http.Handler {
 		default:
 			a.ServiceProviderSID = *b.ServiceProviderSID
 		}
+		if err := s.checkRealmClaim(r.Context(), p, a.ServiceProviderSID, "", a.SIPRealm); err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
 		a, err := s.dir.CreateAccount(r.Context(), a)
 		if err != nil {
 			fail(w, r, s.log, err)
@@ -278,11 +297,15 @@ func (s *server) handleAccountUpdate() http.Handler {
 			fail(w, r, s.log, &apiError{http.StatusForbidden, "an account key cannot change the account's sip_realm"})
 			return
 		}
+		if b.SIPRealm != nil {
+			if err := s.checkRealmClaim(r.Context(), p, a.ServiceProviderSID, a.SIPRealm, *b.SIPRealm); err != nil {
+				fail(w, r, s.log, err)
+				return
+			}
+			a.SIPRealm = *b.SIPRealm
+		}
 		if b.Name != nil {
 			a.Name = *b.Name
-		}
-		if b.SIPRealm != nil {
-			a.SIPRealm = *b.SIPRealm
 		}
 		if b.ServiceProviderSID != nil {
 			a.ServiceProviderSID = *b.ServiceProviderSID
@@ -293,6 +316,39 @@ func (s *server) handleAccountUpdate() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// checkRealmClaim applies the rule of who may give an account a sip_realm
+// (issue #9 finding 6; jambonz's root_domain): an admin any realm; a
+// service-provider key only its provider's root_domain or a name under it
+// (acme.sp.example under sp.example), and none at all while the provider
+// has no root_domain. Keeping the current realm (old) or giving it up is
+// always allowed. Account keys never get here with a new realm (403
+// earlier). A malformed realm is the store's 400.
+func (s *server) checkRealmClaim(ctx context.Context, p store.Principal, spSID, old, realm string) error {
+	norm, err := store.NormalizeRealm(realm)
+	if err != nil {
+		return err
+	}
+	if p.Scope == store.ScopeAdmin || norm == "" || norm == old {
+		return nil
+	}
+	sp, err := s.dir.ServiceProvider(ctx, spSID)
+	if err != nil {
+		return err
+	}
+	if sp.RootDomain == "" {
+		return &apiError{http.StatusForbidden, fmt.Sprintf("sip_realm %q: the service provider has no root_domain, so only an admin can assign a sip_realm", norm)}
+	}
+	if !store.RealmUnder(norm, sp.RootDomain) {
+		return &apiError{http.StatusForbidden, fmt.Sprintf("sip_realm %q is not the service provider's root_domain %q or a name under it", norm, sp.RootDomain)}
+	}
+	return nil
+}
+
+// sameDomain compares two domains as they are stored.
+func sameDomain(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
 
 // --- API keys ----------------------------------------------------------------

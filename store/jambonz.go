@@ -281,7 +281,7 @@ func (j *Jambonz) Sync(ctx context.Context) (JambonzSyncResult, error) {
 
 // Rows as read from jambonz, normalised.
 type (
-	jzSP      struct{ sid, name string }
+	jzSP      struct{ sid, name, rootDomain string }
 	jzAccount struct {
 		sid, name, realm, spSID string
 	}
@@ -344,13 +344,14 @@ func (j *Jambonz) readSource(ctx context.Context) (jzTenants, int, error) {
 	}
 	defer tx.Rollback()
 
-	rows, err := tx.QueryContext(ctx, `SELECT service_provider_sid, name FROM service_providers`)
+	rows, err := tx.QueryContext(ctx, `SELECT service_provider_sid, name, root_domain FROM service_providers`)
 	if err != nil {
 		return t, 0, err
 	}
 	for rows.Next() {
 		var sp jzSP
-		if err := rows.Scan(&sp.sid, &sp.name); err != nil {
+		var root sql.NullString
+		if err := rows.Scan(&sp.sid, &sp.name, &root); err != nil {
 			rows.Close()
 			return t, 0, err
 		}
@@ -363,6 +364,12 @@ func (j *Jambonz) readSource(ctx context.Context) (jzTenants, int, error) {
 		if sp.name == "" {
 			skip("service_providers", sid, "empty name")
 			continue
+		}
+		if d, err := normalizeRootDomain(root.String); err != nil {
+			skip("service_providers", sid, err.Error()+" (mirrored without a root_domain)")
+			skipped-- // the provider itself is mirrored
+		} else {
+			sp.rootDomain = d
 		}
 		t.sps[sid] = sp
 	}
@@ -518,9 +525,9 @@ func mirrorSID(s string) (string, bool) {
 // readMirror reads the mirrored rows as they are in PostgreSQL.
 func readMirror(ctx context.Context, tx pgx.Tx) (jzTenants, error) {
 	t := jzTenants{map[string]jzSP{}, map[string]jzAccount{}, map[string]jzKey{}, map[string]jzClient{}}
-	rows, _ := tx.Query(ctx, `SELECT service_provider_sid::text, name FROM service_providers WHERE mirrored`)
+	rows, _ := tx.Query(ctx, `SELECT service_provider_sid::text, name, coalesce(root_domain, '') FROM service_providers WHERE mirrored`)
 	var sp jzSP
-	_, err := pgx.ForEachRow(rows, []any{&sp.sid, &sp.name}, func() error { t.sps[sp.sid] = sp; return nil })
+	_, err := pgx.ForEachRow(rows, []any{&sp.sid, &sp.name, &sp.rootDomain}, func() error { t.sps[sp.sid] = sp; return nil })
 	if err != nil {
 		return t, err
 	}
@@ -619,6 +626,19 @@ func (j *Jambonz) apply(ctx context.Context, tx pgx.Tx, src, dst jzTenants, res 
 			}
 		}
 	}
+	// A root domain that moves from one mirrored provider to another (or a
+	// swap) must likewise be let go first (UNIQUE).
+	releasedRoot := map[string]bool{}
+	for sid, old := range dst.sps {
+		if n, ok := src.sps[sid]; ok && old.rootDomain != "" && old.rootDomain != n.rootDomain {
+			if _, err := tx.Exec(ctx, `UPDATE service_providers SET root_domain = NULL WHERE service_provider_sid = $1 AND mirrored`, sid); err != nil {
+				return err
+			}
+			old.rootDomain = ""
+			dst.sps[sid] = old
+			releasedRoot[sid] = true
+		}
+	}
 	released := map[string]bool{}
 	// A realm that moves from one mirrored account to another must be let
 	// go by the first before the second can take it (UNIQUE).
@@ -637,15 +657,19 @@ func (j *Jambonz) apply(ctx context.Context, tx pgx.Tx, src, dst jzTenants, res 
 	for sid, sp := range src.sps {
 		old, ok := dst.sps[sid]
 		if ok && old == sp {
+			if releasedRoot[sid] {
+				res.Updated++ // the release was the whole change
+			}
 			continue
 		}
 		counter := &res.Inserted
 		if ok {
 			counter = &res.Updated
 		}
-		if err := write("service_providers", sid, counter, `INSERT INTO service_providers (service_provider_sid, name, mirrored)
-			VALUES ($1, $2, true)
-			ON CONFLICT (service_provider_sid) DO UPDATE SET name = EXCLUDED.name WHERE service_providers.mirrored`, sid, sp.name); err != nil {
+		if err := write("service_providers", sid, counter, `INSERT INTO service_providers (service_provider_sid, name, root_domain, mirrored)
+			VALUES ($1, $2, $3, true)
+			ON CONFLICT (service_provider_sid) DO UPDATE SET name = EXCLUDED.name, root_domain = EXCLUDED.root_domain
+			WHERE service_providers.mirrored`, sid, sp.name, nullIfEmpty(sp.rootDomain)); err != nil {
 			return err
 		}
 	}

@@ -146,6 +146,7 @@ func (db *DB) signalAuthChanged() {
 // say what is wrong in the caller's terms.
 var constraintErrors = map[string]error{
 	"service_providers_name_key":         newError(KindConflict, "name", "a service provider with that name already exists"),
+	"service_providers_root_domain_key":  newError(KindConflict, "root_domain", "the root_domain is already in use by another service provider"),
 	"accounts_sip_realm_key":             newError(KindConflict, "sip_realm", "the sip_realm is already in use by another account"),
 	"accounts_sip_realm_check":           newError(KindInvalid, "sip_realm", "the sip_realm is not a valid domain name"),
 	"accounts_service_provider_sid_fkey": newError(KindInvalid, "service_provider_sid", "unknown service provider"),
@@ -165,6 +166,9 @@ func mapError(err error, op, what string) error {
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return newError(KindNotFound, "", "%s", what)
+	}
+	if se := (*Error)(nil); errors.As(err, &se) {
+		return se // already in the caller's terms
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
@@ -222,21 +226,52 @@ func nullIfEmpty(s string) any {
 }
 
 // normalizeRealm lower-cases and trims a SIP realm and checks that it looks
-// like a host name: dot-separated labels of letters, digits and hyphens, 1–63
-// characters each, no label starting or ending with a hyphen, 253 characters
-// at most. "" (no realm) is allowed.
+// like a host name (see normalizeDomain). "" (no realm) is allowed.
 func normalizeRealm(realm string) (string, error) {
-	realm = strings.ToLower(strings.TrimSpace(realm))
-	if realm == "" {
+	return normalizeDomain("sip_realm", realm, MaxRealmLen)
+}
+
+// NormalizeRealm is the form in which a SIP realm is stored and compared:
+// lower-cased and trimmed; ErrInvalid (field sip_realm) when it is not a
+// host name.
+func NormalizeRealm(realm string) (string, error) { return normalizeRealm(realm) }
+
+// normalizeRootDomain is normalizeRealm for a service provider's
+// root_domain (at most 128 characters, as jambonz's column).
+func normalizeRootDomain(d string) (string, error) {
+	return normalizeDomain("root_domain", d, MaxRootDomainLen)
+}
+
+// RealmUnder reports whether realm is rootDomain or a name under it
+// (acme.sp.example is under sp.example; evilsp.example is not), comparing
+// both as they are stored: lower-cased, trimmed, and only when both are
+// valid host names (a trailing dot is not one). An empty rootDomain has
+// nothing under it.
+func RealmUnder(realm, rootDomain string) bool {
+	r, err1 := normalizeRealm(realm)
+	d, err2 := normalizeRootDomain(rootDomain)
+	if err1 != nil || err2 != nil || r == "" || d == "" {
+		return false
+	}
+	return r == d || strings.HasSuffix(r, "."+d)
+}
+
+// normalizeDomain lower-cases and trims a host name held in field and checks
+// it: dot-separated labels of letters, digits and hyphens, 1–63 characters
+// each, no label starting or ending with a hyphen, max characters at most.
+// "" is allowed.
+func normalizeDomain(field, name string, max int) (string, error) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "" {
 		return "", nil
 	}
 	bad := func(why string) (string, error) {
-		return "", newError(KindInvalid, "sip_realm", "sip_realm %q is not a valid domain name (%s)", realm, why)
+		return "", newError(KindInvalid, field, "%s %q is not a valid domain name (%s)", field, name, why)
 	}
-	if err := checkText("sip_realm", realm, MaxRealmLen, false); err != nil {
+	if err := checkText(field, name, max, false); err != nil {
 		return "", err
 	}
-	for _, label := range strings.Split(realm, ".") {
+	for _, label := range strings.Split(name, ".") {
 		switch {
 		case label == "":
 			return bad("empty label")
@@ -251,7 +286,7 @@ func normalizeRealm(realm string) (string, error) {
 			}
 		}
 	}
-	return realm, nil
+	return name, nil
 }
 
 // checkText refuses what PostgreSQL would refuse (invalid UTF-8, NUL) or

@@ -42,6 +42,10 @@ type ServiceProvider struct {
 	SID         string `json:"service_provider_sid"`
 	Name        string `json:"name"`
 	Description string `json:"description"`
+	// RootDomain, when set, is the domain under which the provider's own
+	// keys may give accounts a sip_realm (see RealmUnder); lower-cased,
+	// unique; "" when unset.
+	RootDomain string `json:"root_domain"`
 }
 
 // Account is a tenant with one SIP realm.
