@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
@@ -8,11 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/go-sql-driver/mysql"
+	"github.com/presencehub/presencehub/api/client"
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store/storetest"
 )
@@ -361,5 +365,184 @@ func TestRedisSettingsFromJambonzEnvironment(t *testing.T) {
 	fs.PrintDefaults()
 	if strings.Contains(help.String(), "ours wins") || strings.Contains(help.String(), `"sp"`) {
 		t.Errorf("--help shows a password from the environment:\n%s", help.String())
+	}
+}
+
+// closeCode reads until the connection ends and returns its close code;
+// every frame before the close must be an unauthorized error.
+func (f *frameReader) closeCode(timeout time.Duration) websocket.StatusCode {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		_, b, err := f.c.Read(ctx)
+		if err != nil {
+			return websocket.CloseStatus(err)
+		}
+		var fr client.Frame
+		if json.Unmarshal(b, &fr) != nil || fr.Type != "error" || fr.Code != "unauthorized" {
+			f.t.Fatalf("before the close got %s, want only unauthorized error frames", b)
+		}
+	}
+}
+
+// TestJambonzDeletionsEndStreams: with the mirror running against a real
+// MariaDB, what jambonz deletes ends the open streams that depended on it,
+// within a sync interval or two (the stream's authorization lifetime reacts
+// to the mirror's writes): (a) a deleted key and (b) a key whose expires_at
+// passes get unauthorized and close 4001, and REST answers 401; (c) a
+// deleted account's subscriptions end; (d) a realm that moves to another
+// account ends the old holder's subscription, and the new holder gets a new
+// epoch: resuming from the old one gives a snapshot (resumed:false), never
+// the old holder's changes.
+func TestJambonzDeletionsEndStreams(t *testing.T) {
+	dsn, my := storetest.NewJambonzDatabase(t)
+	j := jambonzDB{t, my}
+	sp := j.sp("carrier")
+	acme := j.account(sp, "acme", "acme.example.com")
+	globex := j.account(sp, "globex", "globex.example.com")
+	initech := j.account(sp, "initech", "initech.example.com")
+	hooli := j.account(sp, "hooli", "hooli.example.com")
+	deletedKey := j.key(acme, nil)
+	expiringKey := j.key(acme, nil)
+	spKey := j.key(nil, sp)
+	initechKey := j.key(initech, nil)
+
+	const interval = 200 * time.Millisecond
+	within := 10*interval + 3*time.Second // generous: the machine is shared
+	in := startInstanceEnv(t, map[string]string{
+		"PRESENCEHUB_JAMBONZ_DATABASE_URL":  dsn,
+		"PRESENCEHUB_JAMBONZ_SYNC_INTERVAL": interval.String(),
+	})
+	in.eventually("jambonz mirror loaded", 5*time.Second, func() bool {
+		c1, _ := in.status(initechKey, "GET", "/v1/Accounts/"+initech+"/RegisteredSipUsers", "")
+		c2, _ := in.status(spKey, "GET", "/v1/Accounts/"+globex+"/RegisteredSipUsers", "")
+		return c1 == 200 && c2 == 200
+	})
+	in.register("alice", "acme.example.com", "udp", time.Hour)
+	in.register("bob", "globex.example.com", "udp", time.Hour)
+
+	subscribe := func(key, id, account string) (*frameReader, client.Frame) {
+		t.Helper()
+		ws := dial(t, in.wsURL(), key)
+		ws.send(map[string]any{"type": "subscribe", "id": id, "account_sid": account})
+		return ws, ws.expect("snapshot", "", "", 2*time.Second)
+	}
+	wsDeleted, _ := subscribe(deletedKey, "s", acme)
+	wsExpiring, _ := subscribe(expiringKey, "s", acme)
+	// One connection of the SP key, subscribed to acme and to globex.
+	wsSP, _ := subscribe(spKey, "acme", acme)
+	wsSP.send(map[string]any{"type": "subscribe", "id": "globex", "account_sid": globex})
+	globexSnap := wsSP.expect("snapshot", "", "", 2*time.Second)
+	wsSP.send(map[string]any{"type": "subscribe", "id": "hooli", "account_sid": hooli})
+	wsSP.expect("snapshot", "", "", 2*time.Second)
+	if len(globexSnap.Users) != 1 || globexSnap.Users[0].Name != "bob" {
+		t.Fatalf("globex snapshot %s: want bob", globexSnap.Raw)
+	}
+	in.register("carol", "globex.example.com", "udp", time.Hour)
+	lastGlobex := wsSP.expect("change", "registered", "carol", 2*time.Second)
+
+	// (a) and (b): one key row deleted, another's expires_at set two
+	// seconds ahead (the mirror carries it over; the connection's timer
+	// fires when it passes).
+	j.exec(`DELETE FROM api_keys WHERE token = ?`, deletedKey)
+	j.exec(`UPDATE api_keys SET expires_at = UTC_TIMESTAMP() + INTERVAL 2 SECOND WHERE token = ?`, expiringKey)
+	if got := wsDeleted.closeCode(within); got != 4001 {
+		t.Errorf("(a) stream of the key deleted in MySQL closed with %d, want 4001", got)
+	}
+	if code, body := in.status(deletedKey, "GET", "/v1/Accounts/"+acme+"/RegisteredSipUsers", ""); code != 401 {
+		t.Errorf("(a) REST with the deleted key: %d %s, want 401", code, body)
+	}
+	if got := wsExpiring.closeCode(within + 2*time.Second); got != 4001 {
+		t.Errorf("(b) stream of the key that expired in MySQL closed with %d, want 4001", got)
+	}
+	if code, body := in.status(expiringKey, "GET", "/v1/Accounts/"+acme+"/RegisteredSipUsers", ""); code != 401 {
+		t.Errorf("(b) REST with the expired key: %d %s, want 401", code, body)
+	}
+
+	// (c) acme is deactivated (is_active = 0) and hooli deleted in jambonz.
+	// The SP key lives on, so its connection stays; those two subscriptions
+	// end.
+	j.exec(`UPDATE accounts SET is_active = 0 WHERE account_sid = ?`, acme)
+	j.exec(`DELETE FROM accounts WHERE account_sid = ?`, hooli)
+	ended := map[string]bool{}
+	for range 2 {
+		fr := wsSP.next(within)
+		if fr.Type != "error" || fr.Code != "unauthorized" {
+			t.Fatalf("(c) after accounts were deactivated and deleted in MySQL got %s, want unauthorized errors", fr.Raw)
+		}
+		ended[fr.ID] = true
+	}
+	if !ended["acme"] || !ended["hooli"] {
+		t.Errorf("(c) subscriptions ended: %v, want acme (deactivated) and hooli (deleted)", ended)
+	}
+	for _, sid := range []string{acme, hooli} {
+		if code, _ := in.status(spKey, "GET", "/v1/Accounts/"+sid+"/RegisteredSipUsers", ""); code != 404 && code != 403 {
+			t.Errorf("(c) REST for account %s gone from jambonz: %d, want 404 or 403", sid, code)
+		}
+	}
+
+	// (d) globex's realm moves to initech, in one MySQL transaction.
+	movedAt := time.Now().UnixMilli()
+	tx, err := my.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`UPDATE accounts SET sip_realm = NULL WHERE account_sid = ?`, `UPDATE accounts SET sip_realm = 'globex.example.com' WHERE account_sid = ?`} {
+		sid := globex
+		if strings.Contains(q, "'globex") {
+			sid = initech
+		}
+		if _, err := tx.Exec(q, sid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if fr := wsSP.next(within); fr.Type != "error" || fr.Code != "unauthorized" || fr.ID != "globex" {
+		t.Errorf("(d) after the realm moved got %s, want an unauthorized error for the old holder's subscription globex", fr.Raw)
+	}
+	in.eventually("(d) initech holds the realm", within, func() bool {
+		var a struct {
+			Realm string `json:"sip_realm"`
+		}
+		in.call(initechKey, "GET", "/v1/Accounts/"+initech, nil, 200, &a)
+		return a.Realm == "globex.example.com"
+	})
+	ws := dial(t, in.wsURL(), initechKey)
+	ws.send(map[string]any{"type": "subscribe", "id": "i", "account_sid": initech,
+		"since": map[string]any{"epoch": globexSnap.Epoch, "seq": lastGlobex.Seq - 1}})
+	snap := ws.expect("snapshot", "", "", 2*time.Second)
+	if snap.Epoch == globexSnap.Epoch {
+		t.Errorf("(d) the new holder's epoch %q is the old holder's: the realm's history would cross tenants", snap.Epoch)
+	}
+	if snap.Resumed == nil || *snap.Resumed {
+		t.Errorf("(d) resuming from the old holder's epoch: %s, want a snapshot with resumed:false", snap.Raw)
+	}
+	in.register("dave", "globex.example.com", "udp", time.Hour)
+	if c := ws.expect("change", "registered", "dave", 2*time.Second); c.Seq != snap.Seq+1 {
+		t.Errorf("(d) first change after the new holder's snapshot has seq %d, want %d", c.Seq, snap.Seq+1)
+	}
+	// The registration history (dashboard charts, RegistrationHistory)
+	// shows the new holder its own sessions only, none of globex's.
+	type session struct {
+		Name      string `json:"name"`
+		StartedAt int64  `json:"started_at"`
+	}
+	var hist struct{ Sessions []session }
+	in.eventually("(d) dave in initech's registration history", within, func() bool {
+		in.call(initechKey, "GET", "/v1/Accounts/"+initech+"/RegistrationHistory", nil, 200, &hist)
+		return slices.ContainsFunc(hist.Sessions, func(s session) bool { return s.Name == "dave" })
+	})
+	for _, s := range hist.Sessions {
+		if s.StartedAt < movedAt {
+			t.Errorf("(d) initech's registration history holds %+v, which started before the realm moved (globex's)", s)
+		}
+	}
+	// The SP key's connection is still up: it may see initech.
+	wsSP.send(map[string]any{"type": "subscribe", "id": "initech", "account_sid": initech})
+	if s := wsSP.expect("snapshot", "", "", 2*time.Second); s.Epoch != snap.Epoch {
+		t.Errorf("(d) SP key's snapshot of initech has epoch %q, want %q", s.Epoch, snap.Epoch)
 	}
 }
