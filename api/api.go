@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/presencehub/presencehub/api/ratelimit"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
@@ -64,15 +66,17 @@ type Options struct {
 	Presence  presence
 	Directory directory
 	Logger    *slog.Logger
-	// Metrics is appended to GET /metrics (Prometheus text format); optional.
-	Metrics func(w *MetricsWriter)
+	// Metrics is the registry GET /metrics serves. New registers the API's
+	// own collectors (stream, rate limits) in it; the caller registers the
+	// rest. Nil: a registry of the API's collectors alone.
+	Metrics *prometheus.Registry
 	// Stream tunes the websocket endpoint; zero values take defaults.
 	Stream StreamOptions
 	// Jambonz, when set, says that tenants are mirrored from jambonz's
 	// database (serve --jambonz-database-url) and reports the mirror's
 	// freshness: management writes of service providers, accounts, API
 	// keys and clients answer 409 {"msg":"managed in jambonz"}, and
-	// /readyz and /metrics tell whether the mirror is stale.
+	// /readyz tells whether the mirror is stale.
 	Jambonz func() store.JambonzStatus
 	// Limits are the rate limits; zero values mean no limit.
 	Limits Limits
@@ -173,7 +177,7 @@ type server struct {
 	pres    presence
 	dir     directory
 	log     *slog.Logger
-	metrics func(w *MetricsWriter)
+	metrics *prometheus.Registry
 	stream  StreamOptions
 	tickets *tickets
 	stats   streamStats
@@ -238,5 +242,9 @@ func New(opts Options) *Handler {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.metrics == nil {
+		s.metrics = prometheus.NewRegistry()
+	}
+	s.metrics.MustRegister(s.collectors()...)
 	return &Handler{Handler: s.routes(), s: s}
 }

@@ -17,7 +17,7 @@ func (s *server) routes() http.Handler {
 
 	r.Get("/healthz", s.handleHealthz())
 	r.Get("/readyz", s.handleReadyz())
-	r.Get("/metrics", s.handleMetrics())
+	r.Get("/metrics", s.handleMetrics().ServeHTTP)
 	// The stream authenticates itself: bearer key, ticket or dashboard cookie.
 	r.Get("/v1/stream", s.handleStream().ServeHTTP)
 

@@ -178,7 +178,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	apiOpts := api.Options{
 		Presence: h, Directory: db, Logger: log,
-		Metrics: func(m *api.MetricsWriter) { hubMetrics(m, h, src, hist) },
+		Metrics: metricsRegistry(h, src, hist, jambonz),
 		Limits:  limits,
 		Jambonz: jambonzStatus,
 		Ready:   func() []string { return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now()) },
@@ -442,45 +442,6 @@ func pprofMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-func hubMetrics(m *api.MetricsWriter, h *hub.Hub, src *store.RedisSource, hist *store.History) {
-	hm := &h.Metrics
-	m.Counter("presencehub_changes_total", "Presence changes emitted by the hub.", hm.Changes.Load())
-	m.Counter("presencehub_expirations_total", "Registrations expired by the hub's own clock.", hm.Expirations.Load())
-	m.Counter("presencehub_resyncs_total", "Full resyncs from Redis applied.", hm.Resyncs.Load())
-	m.Counter("presencehub_conflations_total", "Subscriber queues compacted to the latest state per user.", hm.Conflations.Load())
-	m.Counter("presencehub_subscriber_resyncs_total", "Subscribers sent a fresh snapshot because they fell behind.", hm.SubResyncs.Load())
-	m.Gauge("presencehub_subscriptions", "Current stream subscriptions.", float64(hm.Subscribers.Load()))
-	m.Counter("presencehub_realm_claims_total", "Realms that changed holder: subscriptions ended, history dropped, new epoch.", hm.Claims.Load())
-	rm := src.Metrics()
-	m.Counter("presencehub_redis_notifications_total", "Keyspace notifications received.", rm.Notifications)
-	m.Counter("presencehub_redis_malformed_total", "Registration values skipped because they were malformed.", rm.Malformed)
-	m.Counter("presencehub_redis_reconnects_total", "Pub/sub reconnections to Redis.", rm.Reconnects)
-	m.Counter("presencehub_redis_reads_total", "Registration keys read from Redis (GET and PTTL), in resyncs and after notifications.", rm.Reads)
-	m.Counter("presencehub_redis_full_syncs_total", "Full loads of every registration from Redis handed to the hub.", rm.Resyncs)
-	m.Gauge("presencehub_redis_malformed_keys", "Registration keys currently skipped as malformed.", float64(rm.MalformedKeys))
-	m.Gauge("presencehub_redis_last_sync_duration_seconds", "Duration of the last full load from Redis.", rm.LastResyncDuration.Seconds())
-	health := src.Health()
-	connected := 0.0
-	if health.Connected {
-		connected = 1
-	}
-	m.Gauge("presencehub_redis_connected", "1 while the Redis watch is subscribed and synced.", connected)
-	age := -1.0
-	if !health.LastSync.IsZero() {
-		age = time.Since(health.LastSync).Seconds()
-	}
-	m.Gauge("presencehub_redis_last_sync_age_seconds", "Seconds since the last full load from Redis (-1 before the first).", age)
-	if hist != nil {
-		hm := &hist.Metrics
-		m.Counter("presencehub_history_changes_total", "Changes written to the registration history.", hm.Changes.Load())
-		m.Counter("presencehub_history_rows_total", "Registration history rows inserted or updated by change batches.", hm.Rows.Load())
-		m.Counter("presencehub_history_dropped_total", "Changes not recorded because the history buffer was full.", hm.Dropped.Load())
-		m.Counter("presencehub_history_gaps_total", "Intervals recorded as incomplete registration history.", hm.Gaps.Load())
-		m.Counter("presencehub_history_write_failures_total", "Registration history writes that failed and were retried.", hm.Failures.Load())
-		m.Gauge("presencehub_history_queued", "Changes waiting to be written to the registration history.", float64(hist.Queued()))
-	}
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
