@@ -28,32 +28,47 @@ type presence interface {
 	Ready() bool
 }
 
-// directory is the part of *store.DB the API uses.
-type directory interface {
-	Ping(ctx context.Context) error
+// The API's narrow views of *store.DB, one per group of handlers.
+
+// authenticator turns a bearer token or a dashboard session into a
+// principal; requireAuth and the stream use it.
+type authenticator interface {
 	Authenticate(ctx context.Context, token string) (store.Principal, error)
 	Session(ctx context.Context, token string) (store.Principal, error)
 	// AuthChanged is closed when keys or sessions may have changed: open
 	// stream connections then re-check their credentials.
 	AuthChanged() <-chan struct{}
+}
 
+// providerStore keeps service providers (the /v1/ServiceProviders handlers).
+type providerStore interface {
 	CreateServiceProvider(ctx context.Context, sp store.ServiceProvider) (store.ServiceProvider, error)
 	ServiceProvider(ctx context.Context, sid string) (store.ServiceProvider, error)
 	ServiceProviders(ctx context.Context) ([]store.ServiceProvider, error)
 	UpdateServiceProvider(ctx context.Context, sp store.ServiceProvider) error
 	DeleteServiceProvider(ctx context.Context, sid string) error
+}
 
+// accountStore keeps accounts (the /v1/Accounts handlers; the others read
+// an account to check what a principal may see).
+type accountStore interface {
 	CreateAccount(ctx context.Context, a store.Account) (store.Account, error)
 	Account(ctx context.Context, sid string) (store.Account, error)
 	Accounts(ctx context.Context, serviceProviderSID string) ([]store.Account, error)
 	UpdateAccount(ctx context.Context, a store.Account) error
 	DeleteAccount(ctx context.Context, sid string) error
+}
 
+// keyStore keeps API keys (the /v1/ApiKeys handlers).
+type keyStore interface {
 	CreateAPIKey(ctx context.Context, k store.APIKey) (store.APIKey, string, error)
 	APIKey(ctx context.Context, sid string) (store.APIKey, error)
 	APIKeys(ctx context.Context, p store.Principal) ([]store.APIKey, error)
 	DeleteAPIKey(ctx context.Context, sid string) error
+}
 
+// clientStore keeps SIP clients (the /v1/Clients handlers).
+type clientStore interface {
 	CreateClient(ctx context.Context, c store.Client, password string) (store.Client, error)
 	Client(ctx context.Context, sid string) (store.Client, error)
 	Clients(ctx context.Context, f store.ClientFilter) ([]store.Client, error)
@@ -63,8 +78,16 @@ type directory interface {
 
 // Options configure the API handler.
 type Options struct {
-	Presence  presence
-	Directory directory
+	Presence presence
+	// Auth, Providers, Accounts, Keys and Clients are where the tenants
+	// live (serve passes its *store.DB for each); Ping tells /readyz
+	// whether that database answers.
+	Auth      authenticator
+	Providers providerStore
+	Accounts  accountStore
+	Keys      keyStore
+	Clients   clientStore
+	Ping      func(context.Context) error
 	Logger    *slog.Logger
 	// Metrics is the registry GET /metrics serves. New registers the API's
 	// own collectors (stream, rate limits) in it; the caller registers the
@@ -174,17 +197,22 @@ func (o StreamOptions) withDefaults() StreamOptions {
 }
 
 type server struct {
-	pres    presence
-	dir     directory
-	log     *slog.Logger
-	metrics *prometheus.Registry
-	stream  StreamOptions
-	tickets *tickets
-	stats   streamStats
-	jambonz func() store.JambonzStatus
-	lim     limiters
-	ready   func() []string
-	conns   *streamConns
+	pres      presence
+	auth      authenticator
+	providers providerStore
+	accounts  accountStore
+	keys      keyStore
+	clients   clientStore
+	ping      func(context.Context) error
+	log       *slog.Logger
+	metrics   *prometheus.Registry
+	stream    StreamOptions
+	tickets   *tickets
+	stats     streamStats
+	jambonz   func() store.JambonzStatus
+	lim       limiters
+	ready     func() []string
+	conns     *streamConns
 
 	hist     history
 	histOpts HistoryOptions
@@ -214,16 +242,21 @@ func (h *Handler) Shutdown() { h.s.shutdown() }
 // 404 with a JSON body, so it can be mounted alongside the dashboard.
 func New(opts Options) *Handler {
 	s := &server{
-		pres:    opts.Presence,
-		dir:     opts.Directory,
-		log:     opts.Logger,
-		metrics: opts.Metrics,
-		stream:  opts.Stream.withDefaults(),
-		tickets: newTickets(opts.Limits.TicketsPerKey),
-		jambonz: opts.Jambonz,
-		ready:   opts.Ready,
-		conns:   newStreamConns(),
-		hist:    opts.History,
+		pres:      opts.Presence,
+		auth:      opts.Auth,
+		providers: opts.Providers,
+		accounts:  opts.Accounts,
+		keys:      opts.Keys,
+		clients:   opts.Clients,
+		ping:      opts.Ping,
+		log:       opts.Logger,
+		metrics:   opts.Metrics,
+		stream:    opts.Stream.withDefaults(),
+		tickets:   newTickets(opts.Limits.TicketsPerKey),
+		jambonz:   opts.Jambonz,
+		ready:     opts.Ready,
+		conns:     newStreamConns(),
+		hist:      opts.History,
 
 		histOpts: opts.HistoryOpts,
 	}

@@ -71,7 +71,7 @@ func (s *server) authenticate(r *http.Request, ip, token string) (store.Principa
 		s.lim.limited.Add(1)
 		return store.Principal{}, &rateLimited{d, "too many failed authentications from your address"}
 	}
-	p, err := s.dir.Authenticate(r.Context(), token)
+	p, err := s.auth.Authenticate(r.Context(), token)
 	if errors.Is(err, store.ErrUnauthorized) {
 		s.lim.authFails.Allow(ip)
 	}
@@ -99,7 +99,7 @@ func (s *server) account(ctx context.Context, sid string) (store.Account, error)
 	if !store.ValidSID(sid) {
 		return store.Account{}, badRequest("malformed account sid %q", truncate(sid, 64))
 	}
-	a, err := s.dir.Account(ctx, sid)
+	a, err := s.accounts.Account(ctx, sid)
 	if err != nil {
 		return store.Account{}, err
 	}

@@ -79,7 +79,7 @@ func (s *server) handleClientList() http.Handler {
 			}
 			f.AccountSID = a.SID
 		}
-		cs, err := s.dir.Clients(r.Context(), f)
+		cs, err := s.clients.Clients(r.Context(), f)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -98,11 +98,11 @@ func (s *server) ownClient(ctx context.Context, sid string) (store.Client, error
 	if !store.ValidSID(sid) {
 		return store.Client{}, badRequest("malformed client sid %q", truncate(sid, 64))
 	}
-	c, err := s.dir.Client(ctx, sid)
+	c, err := s.clients.Client(ctx, sid)
 	if err != nil {
 		return store.Client{}, err
 	}
-	a, err := s.dir.Account(ctx, c.AccountSID)
+	a, err := s.accounts.Account(ctx, c.AccountSID)
 	if err != nil || !principal(ctx).CanSeeAccount(a) {
 		return store.Client{}, errNotFound
 	}
@@ -164,7 +164,7 @@ func (s *server) handleClientCreate() http.Handler {
 		if b.Password != nil {
 			password = *b.Password
 		}
-		created, err := s.dir.CreateClient(r.Context(), c, password)
+		created, err := s.clients.CreateClient(r.Context(), c, password)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -210,7 +210,7 @@ func (s *server) handleClientUpdate() http.Handler {
 		u := store.ClientUpdate{Username: b.Username, Password: b.Password, IsActive: boolPtr(b.IsActive),
 			AllowDirectAppCalling: boolPtr(b.AllowDirectAppCalling), AllowDirectQueueCalling: boolPtr(b.AllowDirectQueueCalling),
 			AllowDirectUserCalling: boolPtr(b.AllowDirectUserCalling)}
-		if err := s.dir.UpdateClient(r.Context(), c.SID, u); err != nil {
+		if err := s.clients.UpdateClient(r.Context(), c.SID, u); err != nil {
 			fail(w, r, s.log, err)
 			return
 		}

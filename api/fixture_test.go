@@ -87,7 +87,9 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-watching; <-histDone }) // before db.Close
-	handler := api.New(api.Options{Presence: h, Directory: db, Stream: so, History: db, HistoryOpts: api.HistoryOptions{FlapSessions: 3}})
+	opts := dbOptions(db)
+	opts.Presence, opts.Stream, opts.History, opts.HistoryOpts = h, so, db, api.HistoryOptions{FlapSessions: 3}
+	handler := api.New(opts)
 	srv := httptest.NewUnstartedServer(handler)
 	if sndbuf > 0 {
 		srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -205,4 +207,9 @@ func bit(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// dbOptions are api.Options whose every store view is db.
+func dbOptions(db *store.DB) api.Options {
+	return api.Options{Auth: db, Providers: db, Accounts: db, Keys: db, Clients: db, Ping: db.Ping}
 }

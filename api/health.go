@@ -29,7 +29,7 @@ func (s *server) handleReadyz() http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := s.dir.Ping(ctx); err != nil {
+		if err := s.ping(ctx); err != nil {
 			problems = append(problems, "postgres unreachable")
 			s.log.Warn("readyz: postgres unreachable", "err", err)
 		}

@@ -15,29 +15,31 @@ import (
 	"github.com/presencehub/presencehub/store"
 )
 
-// countingDir counts token lookups that reach the database.
-type countingDir struct {
+// countingAuth counts token lookups that reach the database.
+type countingAuth struct {
 	*store.DB
 	lookups atomic.Int64
 }
 
-func (d *countingDir) Authenticate(ctx context.Context, token string) (store.Principal, error) {
+func (d *countingAuth) Authenticate(ctx context.Context, token string) (store.Principal, error) {
 	d.lookups.Add(1)
 	return d.DB.Authenticate(ctx, token)
 }
 
 // limitedServer is the fixture's API with lim, trusting the loopback as a
 // proxy so that tests can speak for several client IPs.
-func limitedServer(t *testing.T, f *fixture, lim api.Limits) (*httptest.Server, *countingDir) {
+func limitedServer(t *testing.T, f *fixture, lim api.Limits) (*httptest.Server, *countingAuth) {
 	t.Helper()
-	dir := &countingDir{DB: f.db}
+	auth := &countingAuth{DB: f.db}
 	var err error
 	if lim.Proxies, err = ratelimit.ParseProxies("127.0.0.1/32, ::1"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(api.Options{Presence: f.hub, Directory: dir, Limits: lim}))
+	opts := dbOptions(f.db)
+	opts.Presence, opts.Auth, opts.Limits = f.hub, auth, lim
+	srv := httptest.NewServer(api.New(opts))
 	t.Cleanup(srv.Close)
-	return srv, dir
+	return srv, auth
 }
 
 func get(t *testing.T, url, token, ip string) *http.Response {
@@ -100,8 +102,9 @@ func TestSprayedTokensMeet429(t *testing.T) {
 // cannot give a sprayer a fresh bucket per request.
 func TestUntrustedForwardedForIgnored(t *testing.T) {
 	f := newFixture(t)
-	srv := httptest.NewServer(api.New(api.Options{Presence: f.hub, Directory: f.db,
-		Limits: api.Limits{AuthFailures: ratelimit.Spec{Rate: 1, Burst: 5}}}))
+	opts := dbOptions(f.db)
+	opts.Presence, opts.Limits = f.hub, api.Limits{AuthFailures: ratelimit.Spec{Rate: 1, Burst: 5}}
+	srv := httptest.NewServer(api.New(opts))
 	t.Cleanup(srv.Close)
 	limited := 0
 	for i := range 50 {
@@ -179,11 +182,9 @@ func TestTicketLimits(t *testing.T) {
 	}
 }
 
-// downDir is a directory whose database does not answer, with the error
+// downPing is the ping of a database that does not answer, with the error
 // text pgx gives (user, database, address).
-type downDir struct{ *store.DB }
-
-func (downDir) Ping(context.Context) error {
+func downPing(context.Context) error {
 	return fmt.Errorf("failed to connect to `user=postgres database=presencehub`: 127.0.0.1:5432 (127.0.0.1): dial error: connection refused")
 }
 
@@ -191,8 +192,10 @@ func (downDir) Ping(context.Context) error {
 // down, not where or as whom.
 func TestReadyzHidesConnectionErrors(t *testing.T) {
 	f := newFixture(t)
-	srv := httptest.NewServer(api.New(api.Options{Presence: f.hub, Directory: downDir{f.db},
-		Ready: func() []string { return []string{"redis unreachable"} }}))
+	opts := dbOptions(f.db)
+	opts.Presence, opts.Ping = f.hub, downPing
+	opts.Ready = func() []string { return []string{"redis unreachable"} }
+	srv := httptest.NewServer(api.New(opts))
 	t.Cleanup(srv.Close)
 	resp, err := http.Get(srv.URL + "/readyz")
 	if err != nil {

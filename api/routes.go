@@ -34,24 +34,24 @@ func (s *server) routes() http.Handler {
 		r.Post("/v1/Clients", s.tenantWrite(s.handleClientCreate()))
 		r.Get("/v1/Clients/{ClientSid}", handleGet(s, s.visibleClient).ServeHTTP)
 		r.Put("/v1/Clients/{ClientSid}", s.tenantWrite(s.handleClientUpdate()))
-		r.Delete("/v1/Clients/{ClientSid}", s.tenantWrite(handleDelete(s, s.deletableClient, s.dir.DeleteClient)))
+		r.Delete("/v1/Clients/{ClientSid}", s.tenantWrite(handleDelete(s, s.deletableClient, s.clients.DeleteClient)))
 
 		r.Get("/v1/ServiceProviders", s.handleSPList().ServeHTTP)
 		r.Post("/v1/ServiceProviders", s.tenantWrite(s.handleSPCreate()))
 		r.Get("/v1/ServiceProviders/{ServiceProviderSid}", handleGet(s, s.visibleSP).ServeHTTP)
 		r.Put("/v1/ServiceProviders/{ServiceProviderSid}", s.tenantWrite(s.handleSPUpdate()))
-		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.tenantWrite(handleDelete(s, s.deletableSP, s.dir.DeleteServiceProvider)))
+		r.Delete("/v1/ServiceProviders/{ServiceProviderSid}", s.tenantWrite(handleDelete(s, s.deletableSP, s.providers.DeleteServiceProvider)))
 
 		r.Get("/v1/Accounts", s.handleAccountList().ServeHTTP)
 		r.Post("/v1/Accounts", s.tenantWrite(s.handleAccountCreate()))
 		r.Get("/v1/Accounts/{AccountSid}", handleGet(s, s.visibleAccount).ServeHTTP)
 		r.Put("/v1/Accounts/{AccountSid}", s.tenantWrite(s.handleAccountUpdate()))
-		r.Delete("/v1/Accounts/{AccountSid}", s.tenantWrite(handleDelete(s, s.deletableAccount, s.dir.DeleteAccount)))
+		r.Delete("/v1/Accounts/{AccountSid}", s.tenantWrite(handleDelete(s, s.deletableAccount, s.accounts.DeleteAccount)))
 
 		r.Get("/v1/ApiKeys", s.handleKeyList().ServeHTTP)
 		r.Post("/v1/ApiKeys", s.tenantWrite(s.handleKeyCreate()))
 		r.Get("/v1/ApiKeys/{ApiKeySid}", handleGet(s, s.visibleKey).ServeHTTP)
-		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.tenantWrite(handleDelete(s, s.deletableKey, s.dir.DeleteAPIKey)))
+		r.Delete("/v1/ApiKeys/{ApiKeySid}", s.tenantWrite(handleDelete(s, s.deletableKey, s.keys.DeleteAPIKey)))
 
 		r.Post("/v1/StreamTickets", s.handleTicketCreate().ServeHTTP)
 	})

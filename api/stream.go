@@ -254,9 +254,9 @@ type credential struct {
 // check authenticates cred against the current state of keys and sessions.
 func (s *server) check(ctx context.Context, cred credential) (store.Principal, error) {
 	if cred.session {
-		return s.dir.Session(ctx, cred.token)
+		return s.auth.Session(ctx, cred.token)
 	}
-	return s.dir.Authenticate(ctx, cred.token)
+	return s.auth.Authenticate(ctx, cred.token)
 }
 
 // streamPrincipal authenticates an upgrade: bearer key, single-use ticket or

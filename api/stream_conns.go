@@ -129,7 +129,7 @@ func (c *streamConns) all() []*streamConn {
 // through PostgreSQL's NOTIFY, in another). It ends at Shutdown.
 func (s *server) startAuthWatch() {
 	s.conns.watchOnce.Do(func() {
-		ch := s.dir.AuthChanged()
+		ch := s.auth.AuthChanged()
 		go func() {
 			for {
 				select {
@@ -138,7 +138,7 @@ func (s *server) startAuthWatch() {
 					return
 				}
 				// Taken before the pass: a change during it is not missed.
-				ch = s.dir.AuthChanged()
+				ch = s.auth.AuthChanged()
 				s.recheckAll()
 			}
 		}()
@@ -186,15 +186,15 @@ func (m *recheckMemo) check(ctx context.Context, s *server, cred credential) (st
 	return p, err
 }
 
-// account is s.dir.Account, memoised when m is not nil.
+// account is s.accounts.Account, memoised when m is not nil.
 func (m *recheckMemo) account(ctx context.Context, s *server, sid string) (store.Account, error) {
 	if m == nil {
-		return s.dir.Account(ctx, sid)
+		return s.accounts.Account(ctx, sid)
 	}
 	if a, ok := m.accounts[sid]; ok {
 		return a.a, a.err
 	}
-	a, err := s.dir.Account(ctx, sid)
+	a, err := s.accounts.Account(ctx, sid)
 	m.accounts[sid] = accountAnswer{a, err}
 	return a, err
 }

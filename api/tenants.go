@@ -91,7 +91,7 @@ type spBody struct {
 func (s *server) handleSPList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := principal(r.Context())
-		all, err := s.dir.ServiceProviders(r.Context())
+		all, err := s.providers.ServiceProviders(r.Context())
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -128,7 +128,7 @@ func (s *server) handleSPCreate() http.Handler {
 		if b.RootDomain != nil {
 			sp.RootDomain = *b.RootDomain
 		}
-		sp, err := s.dir.CreateServiceProvider(r.Context(), sp)
+		sp, err := s.providers.CreateServiceProvider(r.Context(), sp)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -143,7 +143,7 @@ func (s *server) visibleSP(r *http.Request) (store.ServiceProvider, error) {
 	if err != nil {
 		return store.ServiceProvider{}, err
 	}
-	sp, err := s.dir.ServiceProvider(r.Context(), sid)
+	sp, err := s.providers.ServiceProvider(r.Context(), sid)
 	if err != nil {
 		return sp, err
 	}
@@ -184,7 +184,7 @@ func (s *server) handleSPUpdate() http.Handler {
 			}
 			sp.RootDomain = *b.RootDomain
 		}
-		if err := s.dir.UpdateServiceProvider(r.Context(), sp); err != nil {
+		if err := s.providers.UpdateServiceProvider(r.Context(), sp); err != nil {
 			fail(w, r, s.log, err)
 			return
 		}
@@ -207,12 +207,12 @@ func (s *server) handleAccountList() http.Handler {
 		var err error
 		switch p.Scope {
 		case store.ScopeAdmin:
-			as, err = s.dir.Accounts(r.Context(), r.URL.Query().Get("service_provider_sid"))
+			as, err = s.accounts.Accounts(r.Context(), r.URL.Query().Get("service_provider_sid"))
 		case store.ScopeServiceProvider:
-			as, err = s.dir.Accounts(r.Context(), p.ServiceProviderSID)
+			as, err = s.accounts.Accounts(r.Context(), p.ServiceProviderSID)
 		default:
 			var a store.Account
-			a, err = s.dir.Account(r.Context(), p.AccountSID)
+			a, err = s.accounts.Account(r.Context(), p.AccountSID)
 			as = []store.Account{a}
 		}
 		if err != nil {
@@ -267,7 +267,7 @@ func (s *server) handleAccountCreate() http.Handler {
 			fail(w, r, s.log, err)
 			return
 		}
-		a, err := s.dir.CreateAccount(r.Context(), a)
+		a, err := s.accounts.CreateAccount(r.Context(), a)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -310,7 +310,7 @@ func (s *server) handleAccountUpdate() http.Handler {
 		if b.ServiceProviderSID != nil {
 			a.ServiceProviderSID = *b.ServiceProviderSID
 		}
-		if err := s.dir.UpdateAccount(r.Context(), a); err != nil {
+		if err := s.accounts.UpdateAccount(r.Context(), a); err != nil {
 			fail(w, r, s.log, err)
 			return
 		}
@@ -333,7 +333,7 @@ func (s *server) checkRealmClaim(ctx context.Context, p store.Principal, spSID, 
 	if p.Scope == store.ScopeAdmin || norm == "" || norm == old {
 		return nil
 	}
-	sp, err := s.dir.ServiceProvider(ctx, spSID)
+	sp, err := s.providers.ServiceProvider(ctx, spSID)
 	if err != nil {
 		return err
 	}
@@ -361,7 +361,7 @@ type keyBody struct {
 
 func (s *server) handleKeyList() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ks, err := s.dir.APIKeys(r.Context(), principal(r.Context()))
+		ks, err := s.keys.APIKeys(r.Context(), principal(r.Context()))
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -387,7 +387,7 @@ func (s *server) handleKeyCreate() http.Handler {
 			fail(w, r, s.log, err)
 			return
 		}
-		k, token, err := s.dir.CreateAPIKey(r.Context(), k)
+		k, token, err := s.keys.CreateAPIKey(r.Context(), k)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
@@ -449,7 +449,7 @@ func (s *server) visibleKey(r *http.Request) (store.APIKey, error) {
 	if err != nil {
 		return store.APIKey{}, err
 	}
-	k, err := s.dir.APIKey(r.Context(), sid)
+	k, err := s.keys.APIKey(r.Context(), sid)
 	if err != nil {
 		return k, err
 	}

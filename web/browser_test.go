@@ -29,7 +29,7 @@ import (
 // fakeStream accepts websocket connections authenticated by the session
 // cookie and hands them to the test.
 type fakeStream struct {
-	dir   *fakeDirectory
+	dir   *fakeDB
 	conns chan *websocket.Conn
 }
 

@@ -51,8 +51,8 @@ type updateCall struct {
 	Update store.ClientUpdate
 }
 
-// fakeDirectory is an in-memory Directory that records the writes.
-type fakeDirectory struct {
+// fakeDB is an in-memory Sessions, Accounts and Clients that records the writes.
+type fakeDB struct {
 	mu       sync.Mutex
 	keys     map[string]store.Principal // API key token → principal
 	sessions map[string]store.Principal
@@ -68,8 +68,8 @@ type fakeDirectory struct {
 	createErr, updateErr, failAll error
 }
 
-func newFakeDirectory() *fakeDirectory {
-	d := &fakeDirectory{
+func newFakeDB() *fakeDB {
+	d := &fakeDB{
 		keys: map[string]store.Principal{
 			"admin-key": {KeySID: "k-admin", Scope: store.ScopeAdmin},
 			"sp-key":    {KeySID: "k-sp", Scope: store.ScopeServiceProvider, ServiceProviderSID: spA},
@@ -92,7 +92,7 @@ func newFakeDirectory() *fakeDirectory {
 	return d
 }
 
-func (d *fakeDirectory) Authenticate(_ context.Context, token string) (store.Principal, error) {
+func (d *fakeDB) Authenticate(_ context.Context, token string) (store.Principal, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.failAll != nil {
@@ -105,7 +105,7 @@ func (d *fakeDirectory) Authenticate(_ context.Context, token string) (store.Pri
 	return p, nil
 }
 
-func (d *fakeDirectory) CreateSession(_ context.Context, p store.Principal, ttl time.Duration) (string, error) {
+func (d *fakeDB) CreateSession(_ context.Context, p store.Principal, ttl time.Duration) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.nextID++
@@ -115,7 +115,7 @@ func (d *fakeDirectory) CreateSession(_ context.Context, p store.Principal, ttl 
 	return tok, nil
 }
 
-func (d *fakeDirectory) Session(_ context.Context, token string) (store.Principal, error) {
+func (d *fakeDB) Session(_ context.Context, token string) (store.Principal, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.failAll != nil {
@@ -128,14 +128,14 @@ func (d *fakeDirectory) Session(_ context.Context, token string) (store.Principa
 	return p, nil
 }
 
-func (d *fakeDirectory) DeleteSession(_ context.Context, token string) error {
+func (d *fakeDB) DeleteSession(_ context.Context, token string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.sessions, token)
 	return nil
 }
 
-func (d *fakeDirectory) Account(_ context.Context, sid string) (store.Account, error) {
+func (d *fakeDB) Account(_ context.Context, sid string) (store.Account, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.failAll != nil {
@@ -151,7 +151,7 @@ func (d *fakeDirectory) Account(_ context.Context, sid string) (store.Account, e
 	return a, nil
 }
 
-func (d *fakeDirectory) Accounts(_ context.Context, sp string) ([]store.Account, error) {
+func (d *fakeDB) Accounts(_ context.Context, sp string) ([]store.Account, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []store.Account
@@ -163,7 +163,7 @@ func (d *fakeDirectory) Accounts(_ context.Context, sp string) ([]store.Account,
 	return out, nil
 }
 
-func (d *fakeDirectory) Clients(_ context.Context, f store.ClientFilter) ([]store.Client, error) {
+func (d *fakeDB) Clients(_ context.Context, f store.ClientFilter) ([]store.Client, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []store.Client
@@ -179,7 +179,7 @@ func (d *fakeDirectory) Clients(_ context.Context, f store.ClientFilter) ([]stor
 	return out, nil
 }
 
-func (d *fakeDirectory) Client(_ context.Context, sid string) (store.Client, error) {
+func (d *fakeDB) Client(_ context.Context, sid string) (store.Client, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, ok := d.clients[sid]
@@ -189,7 +189,7 @@ func (d *fakeDirectory) Client(_ context.Context, sid string) (store.Client, err
 	return c, nil
 }
 
-func (d *fakeDirectory) CreateClient(_ context.Context, c store.Client, password string) (store.Client, error) {
+func (d *fakeDB) CreateClient(_ context.Context, c store.Client, password string) (store.Client, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.created = append(d.created, createCall{c, password})
@@ -202,14 +202,14 @@ func (d *fakeDirectory) CreateClient(_ context.Context, c store.Client, password
 	return c, nil
 }
 
-func (d *fakeDirectory) UpdateClient(_ context.Context, sid string, u store.ClientUpdate) error {
+func (d *fakeDB) UpdateClient(_ context.Context, sid string, u store.ClientUpdate) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.updated = append(d.updated, updateCall{sid, u})
 	return d.updateErr
 }
 
-func (d *fakeDirectory) DeleteClient(_ context.Context, sid string) error {
+func (d *fakeDB) DeleteClient(_ context.Context, sid string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.clients[sid]; !ok {
@@ -222,6 +222,8 @@ func (d *fakeDirectory) DeleteClient(_ context.Context, sid string) error {
 
 // Both fakes satisfy the interfaces the real types must satisfy.
 var (
-	_ Presence  = (*fakePresence)(nil)
-	_ Directory = (*fakeDirectory)(nil)
+	_ Presence = (*fakePresence)(nil)
+	_ Sessions = (*fakeDB)(nil)
+	_ Accounts = (*fakeDB)(nil)
+	_ Clients  = (*fakeDB)(nil)
 )

@@ -92,7 +92,7 @@ func (s *server) handleSignIn() http.HandlerFunc {
 			s.renderSignIn(w, r, http.StatusUnauthorized, next, badKey)
 			return
 		}
-		p, err := s.dir.Authenticate(r.Context(), key)
+		p, err := s.sessions.Authenticate(r.Context(), key)
 		switch {
 		case errors.Is(err, store.ErrUnauthorized), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 			s.log.Info("dashboard sign-in refused", "remote", r.RemoteAddr)
@@ -111,14 +111,14 @@ func (s *server) handleSignIn() http.HandlerFunc {
 				return
 			}
 		}
-		token, err := s.dir.CreateSession(r.Context(), p, ttl)
+		token, err := s.sessions.CreateSession(r.Context(), p, ttl)
 		if err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 		// A new sign-in replaces whatever session the browser had.
 		if old, err := s.readCookie(r, store.SessionCookie); err == nil && old.Value != "" && len(old.Value) <= 512 {
-			if err := s.dir.DeleteSession(r.Context(), old.Value); err != nil && !isClientError(err) {
+			if err := s.sessions.DeleteSession(r.Context(), old.Value); err != nil && !isClientError(err) {
 				s.log.Warn("could not delete the previous session", "err", err)
 			}
 		}
@@ -146,7 +146,7 @@ func (s *server) handleSignOut() http.HandlerFunc {
 		if !s.checkCSRF(w, r) {
 			return
 		}
-		if err := s.dir.DeleteSession(r.Context(), ss.Token); err != nil && !isClientError(err) {
+		if err := s.sessions.DeleteSession(r.Context(), ss.Token); err != nil && !isClientError(err) {
 			s.internalError(w, r, err)
 			return
 		}
@@ -210,14 +210,14 @@ func (s *server) handleHome() http.HandlerFunc {
 			s.forbidden(w, r)
 			return
 		}
-		accounts, err := s.dir.Accounts(r.Context(), spSID)
+		accounts, err := s.accounts.Accounts(r.Context(), spSID)
 		if err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 		// Belt and braces: show only what the principal may see.
 		accounts = slices.DeleteFunc(accounts, func(a store.Account) bool { return !p.CanSeeAccount(a) })
-		clients, err := s.dir.Clients(r.Context(), store.ClientFilter{ServiceProviderSID: spSID})
+		clients, err := s.clients.Clients(r.Context(), store.ClientFilter{ServiceProviderSID: spSID})
 		if err != nil {
 			s.internalError(w, r, err)
 			return
@@ -279,7 +279,7 @@ func (s *server) loadAccount(w http.ResponseWriter, r *http.Request) (store.Acco
 		s.notFound(w, r)
 		return store.Account{}, false
 	}
-	a, err := s.dir.Account(r.Context(), sid)
+	a, err := s.accounts.Account(r.Context(), sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		s.notFound(w, r)
@@ -302,7 +302,7 @@ func (s *server) loadClient(w http.ResponseWriter, r *http.Request, a store.Acco
 		s.notFound(w, r)
 		return store.Client{}, false
 	}
-	c, err := s.dir.Client(r.Context(), sid)
+	c, err := s.clients.Client(r.Context(), sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		s.notFound(w, r)
@@ -333,7 +333,7 @@ func (s *server) handleAccount() http.HandlerFunc {
 // renderAccount renders the account page with create (the create form, possibly
 // with errors) at status.
 func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.Account, status int, create clientForm) {
-	clients, err := s.dir.Clients(r.Context(), store.ClientFilter{AccountSID: a.SID})
+	clients, err := s.clients.Clients(r.Context(), store.ClientFilter{AccountSID: a.SID})
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -524,7 +524,7 @@ func (s *server) handleClientCreate() http.HandlerFunc {
 		}
 		c := store.Client{AccountSID: a.SID, Username: f.Username, IsActive: f.IsActive,
 			AllowDirectAppCalling: f.App, AllowDirectQueueCalling: f.Queue, AllowDirectUserCalling: f.User}
-		created, err := s.dir.CreateClient(r.Context(), c, password)
+		created, err := s.clients.CreateClient(r.Context(), c, password)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				s.notFound(w, r)
@@ -583,7 +583,7 @@ func (s *server) handleClientUpdate() http.HandlerFunc {
 		if password != "" {
 			u.Password = &password
 		}
-		if err := s.dir.UpdateClient(r.Context(), c.SID, u); err != nil {
+		if err := s.clients.UpdateClient(r.Context(), c.SID, u); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				s.notFound(w, r)
 				return
@@ -615,7 +615,7 @@ func (s *server) handleClientDelete() http.HandlerFunc {
 		if !ok {
 			return
 		}
-		if err := s.dir.DeleteClient(r.Context(), c.SID); err != nil {
+		if err := s.clients.DeleteClient(r.Context(), c.SID); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				s.notFound(w, r)
 				return

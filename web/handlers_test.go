@@ -23,13 +23,15 @@ import (
 
 // The real types satisfy the interfaces the dashboard declares.
 var (
-	_ Presence  = (*hub.Hub)(nil)
-	_ Directory = (*store.DB)(nil)
+	_ Presence = (*hub.Hub)(nil)
+	_ Sessions = (*store.DB)(nil)
+	_ Accounts = (*store.DB)(nil)
+	_ Clients  = (*store.DB)(nil)
 )
 
 type env struct {
 	t    *testing.T
-	dir  *fakeDirectory
+	dir  *fakeDB
 	pres *fakePresence
 	h    http.Handler
 	logs *bytes.Buffer
@@ -37,7 +39,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...func(*Options)) *env {
 	t.Helper()
-	e := &env{t: t, dir: newFakeDirectory(), logs: &bytes.Buffer{}}
+	e := &env{t: t, dir: newFakeDB(), logs: &bytes.Buffer{}}
 	e.pres = &fakePresence{
 		users: map[string][]hub.UserView{"a.example": fixtureUsers()},
 		stats: map[string]hub.Stats{"a.example": {Online: 3, Seq: 17, ChangesLastMinute: 5,
@@ -47,7 +49,7 @@ func newEnv(t *testing.T, opts ...func(*Options)) *env {
 			{Realm: "a.example", Seq: 16, Event: hub.EventRefreshed, User: "alice", Time: t0.Add(-time.Minute)},
 		}},
 	}
-	o := Options{Presence: e.pres, Directory: e.dir, Now: func() time.Time { return t0 },
+	o := Options{Presence: e.pres, Sessions: e.dir, Accounts: e.dir, Clients: e.dir, Now: func() time.Time { return t0 },
 		Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
 	for _, f := range opts {
 		f(&o)

@@ -46,18 +46,26 @@ type Presence interface {
 	Claim(realm, owner string)
 }
 
-// Directory is the part of *store.DB the dashboard uses.
-type Directory interface {
+// Sessions signs users in and out: an API key becomes a dashboard session.
+type Sessions interface {
 	// Authenticate returns store.ErrUnauthorized for a bad or expired key.
 	Authenticate(ctx context.Context, token string) (store.Principal, error)
 	CreateSession(ctx context.Context, p store.Principal, ttl time.Duration) (string, error)
 	// Session returns store.ErrUnauthorized for an unknown or expired session.
 	Session(ctx context.Context, token string) (store.Principal, error)
 	DeleteSession(ctx context.Context, token string) error
+}
+
+// Accounts reads the accounts a page shows.
+type Accounts interface {
 	// Account returns store.ErrNotFound, or store.ErrInvalid for a malformed sid.
 	Account(ctx context.Context, sid string) (store.Account, error)
 	// Accounts lists the accounts of a service provider ("" for all).
 	Accounts(ctx context.Context, serviceProviderSID string) ([]store.Account, error)
+}
+
+// Clients lists and edits SIP clients (the client pages and forms).
+type Clients interface {
 	Clients(ctx context.Context, f store.ClientFilter) ([]store.Client, error)
 	Client(ctx context.Context, sid string) (store.Client, error)
 	// CreateClient returns a *store.Error of KindConflict for a duplicate
@@ -69,8 +77,12 @@ type Directory interface {
 
 // Options configure the dashboard.
 type Options struct {
-	Presence  Presence
-	Directory Directory
+	Presence Presence
+	// Sessions, Accounts and Clients are where the tenants live (serve
+	// passes its *store.DB for each).
+	Sessions Sessions
+	Accounts Accounts
+	Clients  Clients
 	// Logger receives the dashboard's logs (default slog.Default()).
 	Logger *slog.Logger
 	// SessionTTL is how long a sign-in lasts (default 12h).
@@ -112,12 +124,14 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 const maxForm = 64 << 10
 
 type server struct {
-	pres   Presence
-	dir    Directory
-	log    *slog.Logger
-	ttl    time.Duration
-	secure bool
-	now    func() time.Time
+	pres     Presence
+	sessions Sessions
+	accounts Accounts
+	clients  Clients
+	log      *slog.Logger
+	ttl      time.Duration
+	secure   bool
+	now      func() time.Time
 
 	signIns *ratelimit.Limiter
 	proxies ratelimit.Proxies
@@ -131,7 +145,7 @@ type server struct {
 // New returns the dashboard as one http.Handler serving /, /signin,
 // /signout, /accounts/… and /static/….
 func New(opts Options) http.Handler {
-	s := &server{pres: opts.Presence, dir: opts.Directory, log: opts.Logger, ttl: opts.SessionTTL,
+	s := &server{pres: opts.Presence, sessions: opts.Sessions, accounts: opts.Accounts, clients: opts.Clients, log: opts.Logger, ttl: opts.SessionTTL,
 		secure: opts.Secure, now: opts.Now, signIns: opts.SignIns, proxies: opts.Proxies,
 		managed: opts.ManagedInJambonz, hist: opts.History, flap: opts.FlapSessions}
 	if s.flap <= 0 {
@@ -248,7 +262,7 @@ func (s *server) lookupSession(r *http.Request) (ss session, ok bool, err error)
 	if cerr != nil || c.Value == "" || len(c.Value) > 512 {
 		return session{}, false, nil
 	}
-	p, err := s.dir.Session(r.Context(), c.Value)
+	p, err := s.sessions.Session(r.Context(), c.Value)
 	switch {
 	case errors.Is(err, store.ErrUnauthorized), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		return session{}, false, nil

@@ -177,7 +177,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		jambonzStatus = jambonz.Status
 	}
 	apiOpts := api.Options{
-		Presence: h, Directory: db, Logger: log,
+		Presence: h, Logger: log,
+		Auth: db, Providers: db, Accounts: db, Keys: db, Clients: db, Ping: db.Ping,
 		Metrics: metricsRegistry(h, src, hist, jambonz),
 		Limits:  limits,
 		Jambonz: jambonzStatus,
@@ -194,7 +195,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		apiOpts.History = db
 	}
 	apiHandler := api.New(apiOpts)
-	webOpts := web.Options{Presence: h, Directory: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
+	webOpts := web.Options{Presence: h, Sessions: db, Accounts: db, Clients: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
 		SignIns: signIns, Proxies: limits.Proxies, ManagedInJambonz: jambonz != nil, FlapSessions: *flapSessions}
 	if hist != nil {
 		webOpts.History = db
