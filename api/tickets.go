@@ -1,13 +1,13 @@
 package api
 
 import (
-	"container/heap"
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/presencehub/presencehub/hub/heapq"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -25,7 +25,7 @@ type tickets struct {
 	mu     sync.Mutex
 	m      map[string]ticket
 	byKey  map[string]int // outstanding tickets per api_key_sid
-	exp    ticketHeap
+	exp    heapq.Heap[ticketExpiry]
 	perKey int
 	now    func() time.Time
 }
@@ -59,14 +59,14 @@ func (t *tickets) issue(p store.Principal, cred credential) (string, bool) {
 	exp := now.Add(ticketTTL)
 	t.m[id] = ticket{p: p, cred: cred, expires: exp}
 	t.byKey[p.KeySID]++
-	heap.Push(&t.exp, ticketExpiry{id: id, at: exp})
+	t.exp.Push(ticketExpiry{id: id, at: exp})
 	return id, true
 }
 
 // expire drops the tickets whose time has passed (the heap's head first).
 func (t *tickets) expire(now time.Time) {
-	for len(t.exp) > 0 && !now.Before(t.exp[0].at) {
-		e := heap.Pop(&t.exp).(ticketExpiry)
+	for t.exp.Len() > 0 && !now.Before(t.exp.Min().at) {
+		e := t.exp.Pop()
 		if tk, ok := t.m[e.id]; ok {
 			t.forget(e.id, tk)
 		}
@@ -104,7 +104,7 @@ func (t *tickets) redeem(id string) (ticket, bool) {
 func (t *tickets) outstanding() (tickets, heapLen int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.m), len(t.exp)
+	return len(t.m), t.exp.Len()
 }
 
 type ticketExpiry struct {
@@ -112,19 +112,8 @@ type ticketExpiry struct {
 	at time.Time
 }
 
-// ticketHeap is a container/heap of expiries, earliest first.
-type ticketHeap []ticketExpiry
-
-func (h ticketHeap) Len() int           { return len(h) }
-func (h ticketHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h ticketHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *ticketHeap) Push(x any)        { *h = append(*h, x.(ticketExpiry)) }
-func (h *ticketHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
+// Less orders the expiry heap, earliest first.
+func (e ticketExpiry) Less(o ticketExpiry) bool { return e.at.Before(o.at) }
 
 // handleTicketCreate issues a stream ticket: at most Limits.Tickets per key
 // and Limits.TicketsPerKey outstanding, else 429.

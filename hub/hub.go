@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"container/heap"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/presencehub/presencehub/hub/heapq"
 	"github.com/presencehub/presencehub/hub/wire"
 )
 
@@ -116,7 +116,7 @@ type Hub struct {
 	realms map[string]*realmState
 
 	// owned by the Run goroutine
-	deadlines deadlineHeap
+	deadlines heapq.Heap[deadline]
 	compactAt int    // heap size that triggers dropping stale deadlines
 	lastGen   uint64 // last entry generation handed out, hub-wide
 	timer     *time.Timer
@@ -387,7 +387,7 @@ func (h *Hub) resync(regs []Registration) {
 		h.upsert(&regs[i], now, quiet)
 	}
 	h.bulk = false
-	heap.Init(&h.deadlines)
+	h.deadlines.Init()
 	h.mu.RLock()
 	all := make([]*realmState, 0, len(h.realms))
 	for _, r := range h.realms {
@@ -580,18 +580,18 @@ func (h *Hub) nextGen() uint64 {
 }
 
 func (h *Hub) pushDeadline(realm, user string, d time.Time, gen uint64) {
-	if h.bulk { // heap.Init at the end of the resync: O(n), not O(n log n)
-		h.deadlines = append(h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
+	if h.bulk { // Init at the end of the resync: O(n), not O(n log n)
+		h.deadlines.Append(deadline{at: d, realm: realm, user: user, gen: gen})
 		return
 	}
-	heap.Push(&h.deadlines, deadline{at: d, realm: realm, user: user, gen: gen})
+	h.deadlines.Push(deadline{at: d, realm: realm, user: user, gen: gen})
 }
 
 // expire removes every entry whose own deadline has passed.
 func (h *Hub) expire() {
 	now := h.now()
-	for len(h.deadlines) > 0 && !h.deadlines[0].at.After(now) {
-		d := heap.Pop(&h.deadlines).(deadline)
+	for h.deadlines.Len() > 0 && !h.deadlines.Min().at.After(now) {
+		d := h.deadlines.Pop()
 		r := h.realm(d.realm, false)
 		if r == nil {
 			continue
@@ -617,33 +617,29 @@ const minCompact = 1024
 // twice the live count (plus minCompact) at amortised O(1) per push. It runs on
 // the owner goroutine with no lock held.
 func (h *Hub) compactDeadlines() {
-	if len(h.deadlines) <= h.compactAt {
+	if h.deadlines.Len() <= h.compactAt {
 		return
 	}
-	kept := h.deadlines[:0]
-	for _, d := range h.deadlines {
-		if r := h.realm(d.realm, false); r != nil {
-			r.mu.RLock()
-			e := r.users[d.user]
-			current := e != nil && e.gen == d.gen
-			r.mu.RUnlock()
-			if current {
-				kept = append(kept, d)
-			}
+	h.deadlines.Retain(func(d deadline) bool {
+		r := h.realm(d.realm, false)
+		if r == nil {
+			return false
 		}
-	}
-	clear(h.deadlines[len(kept):]) // drop the strings the tail still holds
-	h.deadlines = kept
-	heap.Init(&h.deadlines)
-	h.compactAt = max(minCompact, 2*len(kept))
+		r.mu.RLock()
+		e := r.users[d.user]
+		current := e != nil && e.gen == d.gen
+		r.mu.RUnlock()
+		return current
+	})
+	h.compactAt = max(minCompact, 2*h.deadlines.Len())
 }
 
 func (h *Hub) resetTimer() {
-	if len(h.deadlines) == 0 {
+	if h.deadlines.Len() == 0 {
 		h.timer.Reset(time.Hour)
 		return
 	}
-	wait := h.deadlines[0].at.Sub(h.now())
+	wait := h.deadlines.Min().at.Sub(h.now())
 	if wait < 0 {
 		wait = 0
 	}
@@ -656,19 +652,8 @@ type deadline struct {
 	gen         uint64
 }
 
-type deadlineHeap []deadline
-
-func (d deadlineHeap) Len() int           { return len(d) }
-func (d deadlineHeap) Less(i, j int) bool { return d[i].at.Before(d[j].at) }
-func (d deadlineHeap) Swap(i, j int)      { d[i], d[j] = d[j], d[i] }
-func (d *deadlineHeap) Push(x any)        { *d = append(*d, x.(deadline)) }
-func (d *deadlineHeap) Pop() any {
-	old := *d
-	x := old[len(old)-1]
-	old[len(old)-1] = deadline{} // let the strings go
-	*d = old[:len(old)-1]
-	return x
-}
+// Less orders the deadlines heap, earliest first.
+func (d deadline) Less(o deadline) bool { return d.at.Before(o.at) }
 
 // Change is one change of one user in one realm: its fields, and Body, its
 // encoding once for every subscriber (wire.AppendChange:

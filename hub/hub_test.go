@@ -342,7 +342,7 @@ func TestDeadlineHeapBounded(t *testing.T) {
 		sink.Update(put(u), del(u.AOR()))
 	}
 	var n int
-	h.do(func() { n = len(h.deadlines) })
+	h.do(func() { n = h.deadlines.Len() })
 	if n > 4096 {
 		t.Errorf("deadline heap holds %d entries for 1 live registration, want it compacted (<= 4096)", n)
 	}

@@ -12,13 +12,13 @@
 package sbcsim
 
 import (
-	"container/heap"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
+	"github.com/presencehub/presencehub/hub/heapq"
 	"github.com/presencehub/presencehub/store"
 )
 
@@ -169,8 +169,8 @@ type Sim struct {
 	devices []*device
 	offline devSet
 	online  devSet
-	refresh timeHeap // online devices by refresh time
-	lapses  timeHeap // lapsing devices by expiry
+	refresh heapq.Heap[timed] // online devices by refresh time
+	lapses  heapq.Heap[timed] // lapsing devices by expiry
 	stats   Stats
 }
 
@@ -205,7 +205,7 @@ func UserName(names []string, i int) string {
 func (s *Sim) Stats() Stats {
 	st := s.stats
 	st.Online = s.online.len()
-	st.Lapsing = len(s.lapses)
+	st.Lapsing = s.lapses.Len()
 	return st
 }
 
@@ -224,7 +224,7 @@ func (s *Sim) Step(now time.Time) (a Action, ok bool) {
 			}
 			continue
 		}
-		switch chooseKind(s.online.len(), s.offline.len(), len(s.lapses), s.rng.Float64()) {
+		switch chooseKind(s.online.len(), s.offline.len(), s.lapses.Len(), s.rng.Float64()) {
 		case Register:
 			return s.register(s.offline.pick(s.rng), now), true
 		case Unregister:
@@ -265,8 +265,8 @@ func (s *Sim) Burst(now time.Time, n int) []Action {
 
 // settle moves the devices whose registration has lapsed by now offline.
 func (s *Sim) settle(now time.Time) {
-	for len(s.lapses) > 0 && !s.lapses[0].at.After(now) {
-		e := heap.Pop(&s.lapses).(timed)
+	for s.lapses.Len() > 0 && !s.lapses.Min().at.After(now) {
+		e := s.lapses.Pop()
 		if e.d.state != lapsing || e.d.gen != e.gen {
 			continue
 		}
@@ -278,8 +278,8 @@ func (s *Sim) settle(now time.Time) {
 
 // dueRefresh pops the online device whose refresh is due at now, if any.
 func (s *Sim) dueRefresh(now time.Time) *device {
-	for len(s.refresh) > 0 && !s.refresh[0].at.After(now) {
-		e := heap.Pop(&s.refresh).(timed)
+	for s.refresh.Len() > 0 && !s.refresh.Min().at.After(now) {
+		e := s.refresh.Pop()
 		if e.d.state == online && e.d.gen == e.gen {
 			return e.d
 		}
@@ -381,7 +381,7 @@ func (s *Sim) bind(d *device, kind Kind, now time.Time) Action {
 	d.expiresAt = now.Add(d.expires)
 	s.online.add(d)
 	at := now.Add(refreshAfter(d.proto, d.expires, s.rng.Float64()))
-	heap.Push(&s.refresh, timed{at: at, d: d, gen: d.gen})
+	s.refresh.Push(timed{at: at, d: d, gen: d.gen})
 	return Action{Kind: kind, Realm: d.realm, User: d.user, Record: s.record(d), Expires: d.expires}
 }
 
@@ -398,7 +398,7 @@ func (s *Sim) vanish(d *device) {
 	s.online.remove(d)
 	d.gen++
 	d.state = lapsing
-	heap.Push(&s.lapses, timed{at: d.expiresAt, d: d, gen: d.gen})
+	s.lapses.Push(timed{at: d.expiresAt, d: d, gen: d.gen})
 	s.stats.LeftToLapse++
 }
 
@@ -588,15 +588,5 @@ type timed struct {
 	gen uint64
 }
 
-type timeHeap []timed
-
-func (h timeHeap) Len() int           { return len(h) }
-func (h timeHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timeHeap) Push(x any)        { *h = append(*h, x.(timed)) }
-func (h *timeHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
+// Less orders the refresh and lapse heaps, earliest first.
+func (e timed) Less(o timed) bool { return e.at.Before(o.at) }
