@@ -383,6 +383,9 @@ func (h *Hub) resync(regs []Registration) {
 	quiet := !h.ready.Load()
 	h.resyncs++
 	h.bulk = true
+	// Room for a deadline per registration up front: grown by append, the
+	// heap of a 100,000-registration resync was copied over and over.
+	h.deadlines.Grow(len(regs))
 	for i := range regs {
 		h.upsert(&regs[i], now, quiet)
 	}
@@ -456,11 +459,11 @@ func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 			// but keep the fields no encoding shows (SBC addresses, hooks)
 			// and the fresher deadline.
 			deadline := old.reg.Deadline
-			if !reg.Deadline.IsZero() && (!reg.Deadline.Equal(deadline) || old.seeded) {
+			if !reg.Deadline.IsZero() && (old.seeded || deadline.IsZero() || absDuration(reg.Deadline.Sub(deadline)) > deadlineJitter) {
 				deadline = reg.Deadline
 				old.gen = h.nextGen()
 				old.seeded = false
-				h.pushDeadline(r.name, reg.User, deadline, old.gen)
+				h.pushDeadline(old, deadline)
 			}
 			old.reg = reg
 			old.reg.Deadline = deadline
@@ -484,7 +487,7 @@ func (h *Hub) upsert(in *Registration, now time.Time, quiet bool) {
 	}
 	r.users[reg.User] = e
 	if !reg.Deadline.IsZero() {
-		h.pushDeadline(r.name, reg.User, reg.Deadline, e.gen)
+		h.pushDeadline(e, reg.Deadline)
 	}
 	if quiet && old == nil && len(r.subs) == 0 && h.opts.Tap == nil {
 		return
@@ -566,6 +569,20 @@ func (h *Hub) publish(r *realmState, c *Change) {
 // without counting as a refresh (Redis TTL has a resolution of one second).
 const expiryJitter = 2 * time.Second
 
+// deadlineJitter is how far a re-read of the same write (same expiryTime)
+// may move its deadline without re-arming it: each load measures the clock
+// skew, or the key's TTL, again, and the measurements differ by a round
+// trip. Re-arming every entry on every resync cost a heap push per
+// registration; a move beyond this (say, an EXPIRE on the key) re-arms.
+const deadlineJitter = time.Second
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
 func absMillis(ms int64) int64 {
 	if ms < 0 {
 		return -ms
@@ -579,29 +596,35 @@ func (h *Hub) nextGen() uint64 {
 	return h.lastGen
 }
 
-func (h *Hub) pushDeadline(realm, user string, d time.Time, gen uint64) {
+// pushDeadline arms e's deadline d under e's current gen.
+func (h *Hub) pushDeadline(e *entry, d time.Time) {
+	x := deadline{at: d.UnixNano(), e: e, gen: e.gen}
 	if h.bulk { // Init at the end of the resync: O(n), not O(n log n)
-		h.deadlines.Append(deadline{at: d, realm: realm, user: user, gen: gen})
+		h.deadlines.Append(x)
 		return
 	}
-	h.deadlines.Push(deadline{at: d, realm: realm, user: user, gen: gen})
+	h.deadlines.Push(x)
+}
+
+// current reports whether d is the armed deadline of an entry still in the
+// snapshot (not replaced, removed, or re-armed since).
+func (h *Hub) current(d deadline) bool {
+	r := h.realm(d.e.reg.Realm, false)
+	if r == nil {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.users[d.e.reg.User] == d.e && d.e.gen == d.gen
 }
 
 // expire removes every entry whose own deadline has passed.
 func (h *Hub) expire() {
 	now := h.now()
-	for h.deadlines.Len() > 0 && !h.deadlines.Min().at.After(now) {
+	for h.deadlines.Len() > 0 && h.deadlines.Min().at <= now.UnixNano() {
 		d := h.deadlines.Pop()
-		r := h.realm(d.realm, false)
-		if r == nil {
-			continue
-		}
-		r.mu.RLock()
-		e := r.users[d.user]
-		current := e != nil && e.gen == d.gen
-		r.mu.RUnlock()
-		if current {
-			h.remove(d.realm, d.user, now, true)
+		if h.current(d) {
+			h.remove(d.e.reg.Realm, d.e.reg.User, now, true)
 		}
 	}
 }
@@ -620,17 +643,7 @@ func (h *Hub) compactDeadlines() {
 	if h.deadlines.Len() <= h.compactAt {
 		return
 	}
-	h.deadlines.Retain(func(d deadline) bool {
-		r := h.realm(d.realm, false)
-		if r == nil {
-			return false
-		}
-		r.mu.RLock()
-		e := r.users[d.user]
-		current := e != nil && e.gen == d.gen
-		r.mu.RUnlock()
-		return current
-	})
+	h.deadlines.Retain(h.current)
 	h.compactAt = max(minCompact, 2*h.deadlines.Len())
 }
 
@@ -639,21 +652,25 @@ func (h *Hub) resetTimer() {
 		h.timer.Reset(time.Hour)
 		return
 	}
-	wait := h.deadlines.Min().at.Sub(h.now())
+	wait := time.Duration(h.deadlines.Min().at - h.now().UnixNano())
 	if wait < 0 {
 		wait = 0
 	}
 	h.timer.Reset(wait)
 }
 
+// deadline is one armed expiry: 24 bytes, where a time.Time and the realm
+// and user names took 64 (100,000 registrations keep 100,000 to 200,000 of
+// them). e is the entry it was armed for; it is current while e is still
+// its user's entry and still has gen.
 type deadline struct {
-	at          time.Time
-	realm, user string
-	gen         uint64
+	at  int64 // unix nanoseconds
+	e   *entry
+	gen uint64
 }
 
 // Less orders the deadlines heap, earliest first.
-func (d deadline) Less(o deadline) bool { return d.at.Before(o.at) }
+func (d deadline) Less(o deadline) bool { return d.at < o.at }
 
 // Change is one change of one user in one realm: its fields, and Body, its
 // encoding once for every subscriber (wire.AppendChange:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -813,5 +814,39 @@ func TestFirstLoadIsQuiet(t *testing.T) {
 	sink.Resync([]Registration{reg("c", "quiet.com", clk.Now())})
 	if st := h.Stats("quiet.com"); st.Seq != 3 {
 		t.Errorf("quiet.com seq %d after two expiries and a registration, want 3", st.Seq)
+	}
+}
+
+// TestResyncKeepsArmedDeadline: a resync re-reads every registration and
+// measures its deadline again; the same write (same expiryTime) measured a
+// few hundred milliseconds apart must not re-arm every entry (a heap push
+// per registration per resync), while a deadline that really moved (an
+// EXPIRE on the key) is re-armed.
+func TestResyncKeepsArmedDeadline(t *testing.T) {
+	clk := newClock()
+	const realm = "example.com"
+	h, sink := startHub(t, Options{Now: clk.Now})
+	var regs []Registration
+	for i := range 100 {
+		regs = append(regs, reg("u"+strconv.Itoa(i), realm, clk.Now()))
+	}
+	sink.Resync(regs)
+	heapLen := func() (n int) { h.do(func() { n = h.deadlines.Len() }); return n }
+	armed := heapLen()
+	remeasured := slices.Clone(regs)
+	for i := range remeasured {
+		remeasured[i].Deadline = remeasured[i].Deadline.Add(time.Duration(i%7-3) * 100 * time.Millisecond)
+	}
+	sink.Resync(remeasured)
+	if got := heapLen(); got != armed {
+		t.Errorf("a resync of the same writes, deadlines re-measured within ±300ms: heap %d entries, want still %d", got, armed)
+	}
+	moved := slices.Clone(regs)
+	moved[0].Deadline = clk.Now().Add(10 * time.Second) // EXPIRE user:u0@… 10
+	sink.Resync(moved)
+	clk.Add(11 * time.Second)
+	settle(h)
+	if got := h.Stats(realm).Online; got != 99 {
+		t.Errorf("after the moved deadline passed: %d online, want 99 (u0 expired at its new deadline)", got)
 	}
 }

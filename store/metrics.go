@@ -41,6 +41,7 @@ func (h *History) Collectors() []prometheus.Collector {
 		counter("presencehub_history_dropped_total", "Changes not recorded because the history buffer was full.", &m.Dropped),
 		counter("presencehub_history_gaps_total", "Intervals recorded as incomplete registration history.", &m.Gaps),
 		counter("presencehub_history_write_failures_total", "Registration history writes that failed and were retried.", &m.Failures),
+		counter("presencehub_history_reconciles_total", "Reconciliations of the stored open sessions with the hub (at start, after a gap).", &m.Reconciles),
 		gauge("presencehub_history_queued", "Changes waiting to be written to the registration history.",
 			func() float64 { return float64(h.Queued()) }),
 	}

@@ -21,8 +21,10 @@ import (
 // MGET of redisMGetBatch keys and a SCAN with COUNT redisScanCount each take
 // Redis well under a millisecond (bench resync reports the worst).
 const (
-	redisIndexChunk    = 4000                   // active-user members per ZRANGE
-	redisMGetBatch     = 500                    // keys per MGET
+	redisIndexChunk    = 1000                   // active-user members per ZRANGE
+	redisIndexPipeline = 4                      // ZRANGEs sent in one round trip
+	redisMGetBatch     = 250                    // keys per MGET
+	redisMGetPipeline  = 2                      // MGETs per job, sent in one round trip
 	redisSampleEvery   = 16                     // one key in this many also gets a PTTL
 	redisSkewTolerance = 500 * time.Millisecond // largest disagreement among the samples
 )
@@ -246,14 +248,29 @@ func (s *RedisSource) produceIndexed(ctx context.Context, jobs chan<- loadJob, s
 		j = loadJob{}
 		return nil
 	}
-	for start := int64(0); ; start += redisIndexChunk {
-		zs, err := s.rdb.ZRangeWithScores(ctx, RedisActiveUserSet, start, start+redisIndexChunk-1).Result()
-		if err != nil {
-			if redis.HasErrorPrefix(err, "WRONGTYPE") {
-				s.log.Warn("redis load: active-user is not a sorted set; reading every key one by one", "addr", s.addr)
-				return nil
+	var zs []redis.Z
+	cmds := make([]*redis.ZSliceCmd, redisIndexPipeline)
+	for start := int64(0); ; start += redisIndexChunk * redisIndexPipeline {
+		// Several small ZRANGEs per round trip: none holds Redis up for
+		// long, and together they move as much as one big one.
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range cmds {
+				from := start + int64(i)*redisIndexChunk
+				cmds[i] = p.ZRangeWithScores(ctx, RedisActiveUserSet, from, from+redisIndexChunk-1)
 			}
-			return fmt.Errorf("redis %s: zrange %s: %w", s.addr, RedisActiveUserSet, err)
+			return nil
+		})
+		zs = zs[:0]
+		for _, c := range cmds {
+			part, err := c.Result()
+			if err != nil {
+				if redis.HasErrorPrefix(err, "WRONGTYPE") {
+					s.log.Warn("redis load: active-user is not a sorted set; reading every key one by one", "addr", s.addr)
+					return nil
+				}
+				return fmt.Errorf("redis %s: zrange %s: %w", s.addr, RedisActiveUserSet, err)
+			}
+			zs = append(zs, part...)
 		}
 		for _, z := range zs {
 			key, ok := z.Member.(string)
@@ -268,13 +285,13 @@ func (s *RedisSource) produceIndexed(ctx context.Context, jobs chan<- loadJob, s
 			seen[key] = struct{}{}
 			j.keys = append(j.keys, key)
 			j.scores = append(j.scores, int64(z.Score))
-			if len(j.keys) == redisMGetBatch {
+			if len(j.keys) == redisMGetBatch*redisMGetPipeline {
 				if err := send(); err != nil {
 					return err
 				}
 			}
 		}
-		if len(zs) < redisIndexChunk {
+		if len(zs) < redisIndexChunk*redisIndexPipeline {
 			return send()
 		}
 	}
@@ -284,20 +301,26 @@ func (s *RedisSource) produceIndexed(ctx context.Context, jobs chan<- loadJob, s
 // redisSampleEvery-th key) and parses it. It touches no state of s but the
 // counters, so several run at once.
 func (s *RedisSource) readIndexed(ctx context.Context, j loadJob) loadResult {
-	var mget *redis.SliceCmd
+	mgets := make([]*redis.SliceCmd, 0, redisMGetPipeline)
 	ttls := make([]*redis.DurationCmd, 0, len(j.keys)/redisSampleEvery+1)
 	now := time.Now() // before the round trip: a sampled deadline errs early
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		mget = p.MGet(ctx, j.keys...)
+		for from := 0; from < len(j.keys); from += redisMGetBatch {
+			mgets = append(mgets, p.MGet(ctx, j.keys[from:min(len(j.keys), from+redisMGetBatch)]...))
+		}
 		for i := 0; i < len(j.keys); i += redisSampleEvery {
 			ttls = append(ttls, p.PTTL(ctx, j.keys[i]))
 		}
 		return nil
 	})
 	s.m.reads.Add(uint64(len(j.keys)))
-	vals, err := mget.Result()
-	if err != nil {
-		return loadResult{err: fmt.Errorf("redis %s: mget: %w", s.addr, err)}
+	vals := make([]any, 0, len(j.keys))
+	for _, mget := range mgets {
+		v, err := mget.Result()
+		if err != nil {
+			return loadResult{err: fmt.Errorf("redis %s: mget: %w", s.addr, err)}
+		}
+		vals = append(vals, v...)
 	}
 	if len(vals) != len(j.keys) {
 		return loadResult{err: fmt.Errorf("redis %s: mget of %d keys gave %d values", s.addr, len(j.keys), len(vals))}

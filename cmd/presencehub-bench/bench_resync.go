@@ -75,7 +75,8 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 	}
 	defer restore()
 
-	var cold, resync, rss, heap, cpu, worstCold, worstResync benchkit.Spread
+	var cold, resync, rss, heap, cpu, worstCold, worstResync, p99Cold, p99Resync, reconcile benchkit.Spread
+	var cmdsCold, cmdsResync string
 	for run := 1; run <= *b.runs; run++ {
 		if err := b.rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
 			return fmt.Errorf("redis slowlog reset: %w", err)
@@ -104,12 +105,26 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 		heap = append(heap, float64(live))
-		wc, err := b.worstServerCommand(ctx)
+		wc, err := b.serverCommands(ctx)
 		if err != nil {
 			srv.stop()
 			return err
 		}
-		worstCold = append(worstCold, benchkit.Millis(wc.Duration))
+		worstCold = append(worstCold, benchkit.Millis(wc.worst.Duration))
+		p99Cold = append(p99Cold, benchkit.Millis(wc.p99))
+		cmdsCold = wc.byName
+		// The registration history reconciles the hub's first load with
+		// PostgreSQL in the background (a statement or three per
+		// registration); a resync timed while that runs measures the two
+		// together. Wait for it, and report how long it took.
+		rec, err := b.waitReconciled(ctx, srv, start.Add(c))
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		if rec > 0 {
+			reconcile = append(reconcile, benchkit.Millis(rec))
+		}
 		if err := b.rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
 			srv.stop()
 			return fmt.Errorf("redis slowlog reset: %w", err)
@@ -120,25 +135,36 @@ func benchResync(ctx context.Context, args []string, getenv func(string) string,
 			srv.stop()
 			return err
 		}
-		wr, err := b.worstServerCommand(ctx)
+		wr, err := b.serverCommands(ctx)
 		srv.stop()
 		if err != nil {
 			return err
 		}
-		worstResync = append(worstResync, benchkit.Millis(wr.Duration))
+		worstResync = append(worstResync, benchkit.Millis(wr.worst.Duration))
+		p99Resync = append(p99Resync, benchkit.Millis(wr.p99))
+		cmdsResync = wr.byName
 		resync = append(resync, benchkit.Millis(r))
-		b.logf("run %d: ready %v after start (server CPU %s, RSS %s, live heap %s); resync %v after the subscription was killed; "+
+		b.logf("run %d: ready %v after start (server CPU %s, RSS %s, live heap %s); history reconciled %v after ready; resync %v after the subscription was killed; "+
 			"slowest redis command of the server: %v while loading (%s), %v while resyncing (%s); load average %s",
-			run, c.Round(time.Millisecond), benchkit.FmtMs(cpu[len(cpu)-1]), benchkit.FmtMiB(rss[len(rss)-1]), benchkit.FmtMiB(heap[len(heap)-1]), r.Round(time.Millisecond),
-			wc.Duration, commandName(wc.Args), wr.Duration, commandName(wr.Args), loadAverage())
+			run, c.Round(time.Millisecond), benchkit.FmtMs(cpu[len(cpu)-1]), benchkit.FmtMiB(rss[len(rss)-1]), benchkit.FmtMiB(heap[len(heap)-1]),
+			rec.Round(time.Millisecond), r.Round(time.Millisecond),
+			wc.worst.Duration, commandName(wc.worst.Args), wr.worst.Duration, commandName(wr.worst.Args), loadAverage())
+		b.logf("run %d: the server's redis commands while loading: %s", run, wc.byName)
+		b.logf("run %d: the server's redis commands while resyncing: %s", run, wr.byName)
 	}
 	n := benchkit.FmtCount(float64(*nregs))
 	ok := func(v, limit float64) *bool { return benchkit.BoolPtr(v <= limit) }
 	b.add("cold start to /readyz 200 ("+n+" registrations)", cold.Format(benchkit.FmtMs), "", nil)
 	b.add("server CPU time to /readyz 200", cpu.Format(benchkit.FmtMs), "", nil)
 	b.add("resync after a redis reconnect ("+n+")", resync.Format(benchkit.FmtMs), "", nil)
+	if len(reconcile) > 0 {
+		b.add("registration history reconciled with PostgreSQL, after ready (in the background)", reconcile.Format(benchkit.FmtMs), "", nil)
+	}
 	b.add("slowest redis command of the server while loading", worstCold.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstCold), 10))
 	b.add("slowest redis command of the server while resyncing", worstResync.Format(benchkit.FmtMs), "≤ 10 ms", ok(slices.Max(worstResync), 10))
+	b.add("p99 of the server's redis commands while loading / resyncing", p99Cold.Format(benchkit.FmtMs)+" / "+p99Resync.Format(benchkit.FmtMs), "", nil)
+	b.add("the server's redis commands while loading (last run): count, mean, max", cmdsCold, "", nil)
+	b.add("the server's redis commands while resyncing (last run): count, mean, max", cmdsResync, "", nil)
 	b.add("server RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
 	b.add("server live heap when ready (after a GC)", heap.Format(benchkit.FmtMiB), "", nil)
 	perReg := rss.Median() / float64(*nregs)
@@ -217,29 +243,95 @@ func (b *bench) slowlogAll(ctx context.Context) (restore func(), err error) {
 	}, nil
 }
 
-// worstServerCommand returns the longest command (as Redis timed its
-// execution) that a client named presencehub ran since the slowlog was
-// reset.
-func (b *bench) worstServerCommand(ctx context.Context) (redis.SlowLog, error) {
+// commandStats sums up the commands a client named presencehub ran since
+// the slowlog was reset, as Redis timed their execution: the longest, the
+// 99th percentile, and per command name the count, mean and maximum. On a
+// loaded machine Redis itself is descheduled now and then in the middle of
+// a command, which puts a cheap command at the top; the means tell what
+// the commands cost.
+type commandStats struct {
+	worst  redis.SlowLog
+	p99    time.Duration
+	byName string // "MGET 400× 0.21/32.0 ms, …", the most time first
+}
+
+func (b *bench) serverCommands(ctx context.Context) (commandStats, error) {
 	logs, err := b.rdb.SlowLogGet(ctx, -1).Result()
 	if err != nil {
-		return redis.SlowLog{}, fmt.Errorf("redis slowlog get: %w", err)
+		return commandStats{}, fmt.Errorf("redis slowlog get: %w", err)
 	}
-	var worst redis.SlowLog
-	n := 0
+	return summarizeCommands(logs)
+}
+
+func summarizeCommands(logs []redis.SlowLog) (commandStats, error) {
+	var st commandStats
+	type agg struct {
+		name       string
+		n          int
+		total, max time.Duration
+	}
+	byName := map[string]*agg{}
+	var ds []time.Duration
 	for _, l := range logs {
 		if l.ClientName != "presencehub" {
 			continue
 		}
-		n++
-		if l.Duration > worst.Duration {
-			worst = l
+		ds = append(ds, l.Duration)
+		if l.Duration > st.worst.Duration {
+			st.worst = l
+		}
+		name := commandName(l.Args)
+		a := byName[name]
+		if a == nil {
+			a = &agg{name: name}
+			byName[name] = a
+		}
+		a.n++
+		a.total += l.Duration
+		a.max = max(a.max, l.Duration)
+	}
+	if len(ds) == 0 {
+		return st, errors.New("redis slowlog holds no command of a client named presencehub")
+	}
+	slices.Sort(ds)
+	st.p99 = ds[min(len(ds)-1, len(ds)*99/100)]
+	all := make([]*agg, 0, len(byName))
+	for _, a := range byName {
+		all = append(all, a)
+	}
+	slices.SortFunc(all, func(x, y *agg) int { return int(y.total - x.total) })
+	var parts []string
+	for _, a := range all {
+		parts = append(parts, fmt.Sprintf("%s %d× %s/%s", a.name, a.n,
+			benchkit.FmtMs(benchkit.Millis(a.total/time.Duration(a.n))), benchkit.FmtMs(benchkit.Millis(a.max))))
+	}
+	st.byName = strings.Join(parts, ", ")
+	return st, nil
+}
+
+// waitReconciled waits until the server's registration history has
+// reconciled with the hub (presencehub_history_reconciles_total ≥ 1) and
+// returns how long after ready that was; 0 when the server keeps no
+// registration history.
+func (b *bench) waitReconciled(ctx context.Context, srv *benchServer, ready time.Time) (time.Duration, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		v, err := b.metric(ctx, srv, "presencehub_history_reconciles_total")
+		if err != nil && strings.Contains(err.Error(), "not found") {
+			return 0, nil // --registration-history=false
+		}
+		if err == nil && v >= 1 {
+			return time.Since(ready), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the registration history did not reconcile within 5 minutes of ready (last error %v)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if n == 0 {
-		return worst, errors.New("redis slowlog holds no command of a client named presencehub")
-	}
-	return worst, nil
 }
 
 func commandName(args []string) string {

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
@@ -167,5 +169,37 @@ func TestParseRates(t *testing.T) {
 		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
 			t.Errorf("parseRates(%q) = %v, %v; want %v (error %v)", tt.in, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+func TestSummarizeCommands(t *testing.T) {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	var logs []redis.SlowLog
+	for i := range 200 {
+		logs = append(logs, redis.SlowLog{ClientName: "presencehub", Args: []string{"mget", "user:a"}, Duration: ms(0.2)})
+		if i%2 == 0 {
+			logs = append(logs, redis.SlowLog{ClientName: "presencehub", Args: []string{"scan", "0"}, Duration: ms(0.1)})
+		}
+	}
+	logs = append(logs,
+		redis.SlowLog{ClientName: "presencehub", Args: []string{"pttl", "user:a"}, Duration: ms(30)}, // descheduled mid-command
+		redis.SlowLog{ClientName: "bench", Args: []string{"flushdb"}, Duration: ms(90)},              // not the server's
+	)
+	st, err := summarizeCommands(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := commandName(st.worst.Args); got != "PTTL" || st.worst.Duration != ms(30) {
+		t.Errorf("worst = %s %v, want PTTL 30ms (the bench's own FLUSHDB does not count)", got, st.worst.Duration)
+	}
+	if st.p99 != ms(0.2) {
+		t.Errorf("p99 = %v, want 0.2ms: one slow command in 301 is above the 99th percentile", st.p99)
+	}
+	want := "MGET 200× 0.20 ms/0.20 ms, PTTL 1× 30.0 ms/30.0 ms, SCAN 100× 0.10 ms/0.10 ms"
+	if st.byName != want {
+		t.Errorf("byName = %q, want %q (the most total time first)", st.byName, want)
+	}
+	if _, err := summarizeCommands(logs[len(logs)-1:]); err == nil {
+		t.Error("no command of the server: want an error, got none")
 	}
 }

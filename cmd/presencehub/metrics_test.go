@@ -96,6 +96,7 @@ func TestMetricsExposition(t *testing.T) {
 		"presencehub_history_dropped_total":        counter,
 		"presencehub_history_gaps_total":           counter,
 		"presencehub_history_write_failures_total": counter,
+		"presencehub_history_reconciles_total":     counter,
 		"presencehub_history_queued":               gauge,
 		// the Go runtime and the process
 		"go_goroutines":                 gauge,

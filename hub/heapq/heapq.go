@@ -8,6 +8,8 @@
 // A Heap is not safe for concurrent use; its zero value is an empty heap.
 package heapq
 
+import "slices"
+
 // Ordered is what a Heap holds: a value that knows whether it comes before
 // another.
 type Ordered[T any] interface {
@@ -49,6 +51,9 @@ func (h *Heap[T]) Pop() T {
 // call Init before any Min or Pop. Loading n items this way costs O(n),
 // not O(n log n).
 func (h *Heap[T]) Append(x T) { h.items = append(h.items, x) }
+
+// Grow makes room for n more items without another allocation.
+func (h *Heap[T]) Grow(n int) { h.items = slices.Grow(h.items, n) }
 
 // Init restores the heap order in O(n).
 func (h *Heap[T]) Init() {

@@ -119,3 +119,17 @@ func TestPopZeroesTheSlot(t *testing.T) {
 		t.Errorf("the slot Pop left holds %v, want it zeroed", x)
 	}
 }
+
+func TestGrowKeepsItems(t *testing.T) {
+	var h Heap[item]
+	for i, at := range []int{5, 1, 3} {
+		h.Push(item{at, i})
+	}
+	h.Grow(1000)
+	if cap(h.items) < 1003 {
+		t.Errorf("cap after Grow(1000) of 3 items = %d, want at least 1003", cap(h.items))
+	}
+	if got := drain(&h); !slices.Equal(got, []int{1, 3, 5}) {
+		t.Errorf("popped %v after Grow, want [1 3 5]", got)
+	}
+}

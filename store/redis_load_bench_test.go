@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store/storetest"
+)
+
+// idleSource feeds a hub nothing: the benchmarks below call resync
+// themselves.
+type idleSource struct{}
+
+func (idleSource) Watch(ctx context.Context, _ hub.Sink) error { <-ctx.Done(); return nil }
+
+// benchRegistrations writes n registrations over 100 realms the way an SBC
+// does (the shape of presencehub-bench resync's), n from
+// PRESENCEHUB_BENCH_LOAD_N (default 100,000).
+func benchRegistrations(b *testing.B, rdb *redis.Client) int {
+	n := 100000
+	if v := os.Getenv("PRESENCEHUB_BENCH_LOAD_N"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	const chunk = 1000
+	for start := 0; start < n; start += chunk {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := start; i < min(n, start+chunk); i++ {
+				user := fmt.Sprintf("u%07d", i)
+				rec := SBCRecord{
+					Contact:    fmt.Sprintf("sip:%s@10.%d.%d.%d:%d;transport=ws", user, i>>16&255, i>>8&255, i&255, 40000+i%20000),
+					SBCAddress: "192.0.2.10:8443", PrivateSBCAddress: "10.0.0.10:5060", Protocol: "wss",
+					Proxy:          fmt.Sprintf("sip:203.0.113.%d:%d", 1+i%254, 1024+i%60000),
+					AllowDirectApp: true, AllowDirectUser: true,
+				}
+				if _, err := RegisterAsSBC(ctx, p, user, fmt.Sprintf("r%04d.bench.invalid", i%100), rec, 2*time.Hour); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return n
+}
+
+// BenchmarkRedisLoad times a full load into a hub: "cold" into an empty hub
+// (the start), "resync" into a hub that already holds the same
+// registrations (a reconnect). For profiles:
+//
+//	go test -run '^$' -bench RedisLoad -benchtime 3x -cpuprofile cpu.out ./store/
+func BenchmarkRedisLoad(b *testing.B) {
+	srv := storetest.StartRedis(b)
+	rdb := srv.Client(b)
+	n := benchRegistrations(b, rdb)
+	src, err := NewRedisSource(RedisOptions{URL: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	run := func(b *testing.B, h *hub.Hub) {
+		if err := src.resync(context.Background(), h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	start := func(b *testing.B) (*hub.Hub, func()) {
+		h := hub.New(hub.Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = h.Run(ctx, idleSource{}); close(done) }()
+		return h, func() { cancel(); <-done }
+	}
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			h, stop := start(b)
+			b.StartTimer()
+			run(b, h)
+			b.StopTimer()
+			stop()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/registration")
+	})
+	b.Run("resync", func(b *testing.B) {
+		h, stop := start(b)
+		defer stop()
+		run(b, h)
+		b.ResetTimer()
+		for b.Loop() {
+			run(b, h)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/registration")
+	})
+}
