@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +63,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
 	hostileFlag := fs.Bool("hostile", false, "measure each run twice: as it is, then with one hostile key attacking during the window (a socket that never reads sends 300 subscribes of 8,000-name watchlists; 2,000 random bearer tokens, 50 at a time); reports the others' p99 against the quiet run and the server's RSS growth")
+	floor := fs.Bool("floor", true, "after each run, run bench floor (in a process of its own) at the frame rate the subscribers received, over as many connections, for as long; report the server's CPU per delivered frame against the floor writer's CPU per message, the in-run reference")
 	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
 	if err := fs.ParseArgs(args); err != nil {
 		return err
@@ -221,14 +223,24 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				*p99 = append(*p99, benchkit.Millis(benchkit.Percentile(lat, 99)))
 				*pmax = append(*pmax, benchkit.Millis(benchkit.Percentile(lat, 100)))
 				*dps = append(*dps, float64(live)/span.Seconds())
+				floorNote := ""
+				if *floor && !hostileRun && srv.pid != 0 && live > 0 {
+					fc, err := b.floorAt(ctx, float64(live)/span.Seconds(), len(conns), *dur)
+					if err != nil {
+						return err
+					}
+					res.floorCores = append(res.floorCores, fc)
+					res.floorRatio = append(res.floorRatio, m.Server/fc)
+					floorNote = fmt.Sprintf("; bench floor's writer at %.0f msgs/s: %.2f cores, server ÷ floor %.2f×", float64(live)/span.Seconds(), fc, m.Server/fc)
+				}
 				*lost = append(*lost, float64(expected-received))
 				if srv.pid != 0 {
 					*cores = append(*cores, m.Server)
 					*rss = append(*rss, float64(srv.rss()))
 				}
 				self, _ := benchkit.ProcRSS(os.Getpid())
-				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB",
-					rate, run, sumCounts(perAcct), expected, received, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20))
+				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB%s",
+					rate, run, sumCounts(perAcct), expected, received, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20), floorNote)
 				if hostileRun {
 					res.growth = append(res.growth, float64(hk.peakRSS-rssBefore))
 					b.logf("%.0f/s run %d with a hostile key: %s; server RSS before the run %.0f MiB", rate, run, hk, float64(rssBefore)/(1<<20))
@@ -261,6 +273,16 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 					target, met = "≤ "+benchkit.FmtCores(cpuTarget), benchkit.BoolPtr(cores.Median() <= cpuTarget)
 				}
 				b.add(name+": server CPU", cores.Format(benchkit.FmtCores), target, met)
+				if len(res.floorRatio) > 0 {
+					// The issue's target is for saturation (5,000/s); below
+					// it the ratio is shown without one.
+					target, met = "", nil
+					if rate >= 5000 {
+						target, met = "≤ 1.8×", benchkit.BoolPtr(res.floorRatio.Median() <= 1.8)
+					}
+					b.add(name+": server CPU per delivered frame ÷ bench floor's writer per message (same rate, same run)",
+						fmt.Sprintf("%s (floor writer %s)", res.floorRatio.Format(fmtRatio), res.floorCores.Format(benchkit.FmtCores)), target, met)
+				}
 				b.add(name+": server RSS", rss.Format(benchkit.FmtMiB), "", nil)
 			}
 			if hostileRun {
@@ -280,7 +302,46 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 // streamResult gathers one mode's runs of one rate.
 type streamResult struct {
 	p50, p99, pmax, dps, lost, cores, rss, growth benchkit.Spread
+	floorCores, floorRatio                        benchkit.Spread // bench floor's writer at the delivered rate; server cores ÷ it
 	gaps, resyncs                                 int
+}
+
+func fmtRatio(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + "×" }
+
+// floorAt runs bench floor in a process of its own at rate messages/s over
+// conns connections for dur, once, and returns its writing process's CPU
+// in cores: the cost of moving the frames the server just moved, with
+// nothing else.
+func (b *bench) floorAt(ctx context.Context, rate float64, conns int, dur time.Duration) (float64, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "floor", "--tsv", "--runs", "1", "--connections", strconv.Itoa(conns),
+		"--rates", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", dur.String())
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("bench floor at %.0f msgs/s: %w\n%s", rate, err, errb.String())
+	}
+	return floorWriterCores(out)
+}
+
+// floorWriterCores reads the writing process's CPU from bench floor's
+// --tsv rows.
+func floorWriterCores(tsv []byte) (float64, error) {
+	for _, line := range strings.Split(string(tsv), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) >= 3 && strings.HasSuffix(f[1], ": writing process CPU") {
+			v, err := strconv.ParseFloat(strings.Fields(f[2])[0], 64)
+			if err != nil || v <= 0 {
+				return 0, fmt.Errorf("bench floor's writing process CPU %q", f[2])
+			}
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("bench floor printed no writing process CPU:\n%s", tsv)
 }
 
 func sumCounts(v []atomic.Int64) int64 {

@@ -203,3 +203,21 @@ func TestSummarizeCommands(t *testing.T) {
 		t.Error("no command of the server: want an error, got none")
 	}
 }
+
+func TestFloorWriterCores(t *testing.T) {
+	tests := []struct {
+		name, tsv string
+		want      float64
+		ok        bool
+	}{
+		{"bench floor's rows", "floor\t9,876 msgs/s: writing process CPU\t0.27 cores\t-\t-\nfloor\t9,876 msgs/s: reading process CPU\t0.24 cores\t-\t-\n", 0.27, true},
+		{"no writer row", "floor\tbytes read / written\t1 / 1\tequal\tyes\n", 0, false},
+		{"zero CPU is no measurement", "floor\t10 msgs/s: writing process CPU\t0.00 cores\t-\t-\n", 0, false},
+	}
+	for _, tc := range tests {
+		got, err := floorWriterCores([]byte(tc.tsv))
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("%s: got %v, %v; want %v, ok=%v", tc.name, got, err, tc.want, tc.ok)
+		}
+	}
+}
