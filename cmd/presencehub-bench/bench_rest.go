@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +39,7 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	dur := fs.Duration("duration", 4*time.Second, "measured time per endpoint and run")
 	warm := fs.Duration("warmup", time.Second, "load before each measurement, not counted")
 	gen := fs.String("generator", "go", "load generator: go (the project's own, net/http client) or wrk (Debian's wrk, much lighter on CPU)")
+	reference := fs.Bool("reference", true, "after each run of an endpoint, the same load against a do-nothing net/http handler (a process of its own) that answers with the bytes presencehub answered: the in-run reference, and presencehub's requests/s as a ratio of it")
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
@@ -70,7 +70,8 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 	if err := b.registerAll(ctx, aors, time.Hour); err != nil {
 		return err
 	}
-	base := srv.url + "/v1/Accounts/" + acct.sid + "/RegisteredSipUsers"
+	path := "/v1/Accounts/" + acct.sid + "/RegisteredSipUsers"
+	base := srv.url + path
 	if err := b.waitListed(ctx, base, *users); err != nil {
 		return err
 	}
@@ -86,26 +87,27 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		bodies[i], _ = json.Marshal(ns)
 	}
 	auth := "Bearer " + b.key
-	path := strings.TrimPrefix(base, srv.url)
+	// Each request maker takes the server's URL: presencehub's, or the
+	// reference's.
 	endpoints := []struct {
 		name   string
 		target float64
-		req    func(r *rand.Rand) *http.Request
+		req    func(r *rand.Rand, url string) *http.Request
 		wrk    func(r *rand.Rand) benchkit.WrkRequest
 	}{
-		{fmt.Sprintf("POST %d names", *names), 6000, func(r *rand.Rand) *http.Request {
-			req, _ := http.NewRequest(http.MethodPost, base, bytes.NewReader(bodies[r.IntN(len(bodies))]))
+		{fmt.Sprintf("POST %d names", *names), 6000, func(r *rand.Rand, url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url+path, bytes.NewReader(bodies[r.IntN(len(bodies))]))
 			req.Header.Set("Content-Type", "application/json")
 			return req
 		}, func(r *rand.Rand) benchkit.WrkRequest {
 			return benchkit.WrkRequest{Method: "POST", Path: path, Body: string(bodies[r.IntN(len(bodies))])}
 		}},
-		{"GET list", 2000, func(r *rand.Rand) *http.Request {
-			req, _ := http.NewRequest(http.MethodGet, base, nil)
+		{"GET list", 2000, func(r *rand.Rand, url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, url+path, nil)
 			return req
 		}, func(r *rand.Rand) benchkit.WrkRequest { return benchkit.WrkRequest{Method: "GET", Path: path} }},
-		{"GET single", 20000, func(r *rand.Rand) *http.Request {
-			req, _ := http.NewRequest(http.MethodGet, base+"/"+aors[r.IntN(len(aors))].user, nil)
+		{"GET single", 20000, func(r *rand.Rand, url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, url+path+"/"+aors[r.IntN(len(aors))].user, nil)
 			return req
 		}, func(r *rand.Rand) benchkit.WrkRequest {
 			return benchkit.WrkRequest{Method: "GET", Path: path + "/" + aors[r.IntN(len(aors))].user}
@@ -116,6 +118,21 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer os.RemoveAll(wrkDir)
+	var ref *restReference
+	if *reference {
+		// The reference answers every request of an endpoint with one
+		// answer of presencehub's to it (GET single: one user's).
+		var answers [3][]byte
+		for i, ep := range endpoints {
+			if answers[i], err = b.fetchAnswer(ctx, ep.req(rand.New(rand.NewPCG(1, 2)), srv.url)); err != nil {
+				return fmt.Errorf("the answer the REST reference is to serve: %w", err)
+			}
+		}
+		if ref, err = startRESTReference(wrkDir, answers[1], answers[2], answers[0]); err != nil {
+			return err
+		}
+		defer ref.stop()
+	}
 	hc := &http.Client{Transport: &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -125,61 +142,100 @@ func benchREST(ctx context.Context, args []string, getenv func(string) string, s
 		DisableCompression:  true,
 	}}
 	defer hc.CloseIdleConnections()
+	// measure puts one run of ep's load on target and returns its
+	// requests/s, p50 and p99 (ms), the target's CPU (cores) and errors.
+	type runResult struct {
+		rps, p50, p99, cores float64
+		res                  loadResult
+		meter                string
+	}
+	measure := func(target *benchServer, req func(*rand.Rand, string) *http.Request, wrkReq func(*rand.Rand) benchkit.WrkRequest) (runResult, error) {
+		var out runResult
+		m := b.meter(ctx, target)
+		if *gen == "wrk" {
+			reqs := benchkit.WrkRequests(256, wrkReq)
+			if *warm > 0 {
+				if _, err := benchkit.RunWrk(ctx, wrkDir, target.url, auth, reqs, *conc, *warm); err != nil {
+					return out, err
+				}
+			}
+			m.start()
+			w, err := benchkit.RunWrk(ctx, wrkDir, target.url, auth, reqs, *conc, *dur)
+			if err != nil {
+				return out, err
+			}
+			b.stopMeter(m)
+			out.rps, out.p50, out.p99 = w.RPS, benchkit.Millis(w.P50), benchkit.Millis(w.P99)
+			out.res.errs = w.Non2xx
+			if w.Non2xx > 0 {
+				out.res.firstErr = w.FirstErr
+			}
+		} else {
+			m.start()
+			out.res = loadHTTP(ctx, hc, *conc, *warm, *dur, func(r *rand.Rand) *http.Request {
+				req := req(r, target.url)
+				req.Header.Set("Authorization", auth)
+				return req
+			})
+			if ctx.Err() != nil {
+				return out, ctx.Err()
+			}
+			b.stopMeter(m)
+			slices.Sort(out.res.lat)
+			out.rps = float64(len(out.res.lat)) / dur.Seconds()
+			out.p50 = benchkit.Millis(benchkit.Percentile(out.res.lat, 50))
+			out.p99 = benchkit.Millis(benchkit.Percentile(out.res.lat, 99))
+		}
+		// The CPU is read over warm-up and measurement alike.
+		out.cores = m.Server
+		out.meter = m.String()
+		return out, nil
+	}
 	for _, ep := range endpoints {
-		var rps, p50, p99, cores benchkit.Spread
+		var rps, p50, p99, cores, refRPS, refCores, ratio, cpuRatio benchkit.Spread
 		errs := 0
 		var firstErr string
 		for run := 1; run <= *b.runs; run++ {
-			m := b.meter(ctx, srv)
-			var res loadResult
-			if *gen == "wrk" {
-				reqs := benchkit.WrkRequests(256, ep.wrk)
-				if *warm > 0 {
-					if _, err := benchkit.RunWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *warm); err != nil {
-						return err
-					}
-				}
-				m.start()
-				w, err := benchkit.RunWrk(ctx, wrkDir, srv.url, auth, reqs, *conc, *dur)
+			r, err := measure(srv, ep.req, ep.wrk)
+			if err != nil {
+				return err
+			}
+			rps, p50, p99 = append(rps, r.rps), append(p50, r.p50), append(p99, r.p99)
+			if srv.pid != 0 {
+				cores = append(cores, r.cores)
+			}
+			errs += r.res.errs
+			if firstErr == "" {
+				firstErr = r.res.firstErr
+			}
+			b.logf("%s run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; %s", ep.name, run,
+				r.rps, r.p50, r.p99, r.res.errs, r.meter)
+			if ref != nil {
+				rr, err := measure(ref.server(), ep.req, ep.wrk)
 				if err != nil {
 					return err
 				}
-				b.stopMeter(m)
-				rps = append(rps, w.RPS)
-				p50 = append(p50, benchkit.Millis(w.P50))
-				p99 = append(p99, benchkit.Millis(w.P99))
-				res.errs = w.Non2xx
-				if w.Non2xx > 0 {
-					res.firstErr = w.FirstErr
+				if rr.res.errs > 0 {
+					return fmt.Errorf("the REST reference failed %d requests of %s (%s)", rr.res.errs, ep.name, rr.res.firstErr)
 				}
-			} else {
-				m.start()
-				res = loadHTTP(ctx, hc, *conc, *warm, *dur, func(r *rand.Rand) *http.Request {
-					req := ep.req(r)
-					req.Header.Set("Authorization", auth)
-					return req
-				})
-				if ctx.Err() != nil {
-					return ctx.Err()
+				refRPS, refCores, ratio = append(refRPS, rr.rps), append(refCores, rr.cores), append(ratio, r.rps/rr.rps)
+				if r.cores > 0 && rr.cores > 0 && r.rps > 0 && rr.rps > 0 {
+					// CPU per request holds its shape on a loaded machine
+					// better than requests/s does.
+					cpuRatio = append(cpuRatio, (r.cores/r.rps)/(rr.cores/rr.rps))
 				}
-				b.stopMeter(m)
-				slices.Sort(res.lat)
-				rps = append(rps, float64(len(res.lat))/dur.Seconds())
-				p50 = append(p50, benchkit.Millis(benchkit.Percentile(res.lat, 50)))
-				p99 = append(p99, benchkit.Millis(benchkit.Percentile(res.lat, 99)))
+				b.logf("%s run %d, do-nothing reference: %.0f req/s, p50 %.2f ms, p99 %.2f ms; %s; presencehub ÷ reference %.2f", ep.name, run,
+					rr.rps, rr.p50, rr.p99, rr.meter, r.rps/rr.rps)
 			}
-			if srv.pid != 0 {
-				// The CPU is read over warm-up and measurement alike.
-				cores = append(cores, m.Server)
-			}
-			errs += res.errs
-			if firstErr == "" {
-				firstErr = res.firstErr
-			}
-			b.logf("%s run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d errors; %s", ep.name, run,
-				rps[len(rps)-1], p50[len(p50)-1], p99[len(p99)-1], res.errs, m)
 		}
 		b.add(ep.name+": requests/s", rps.Format(benchkit.FmtRate), "≥ "+benchkit.FmtRate(ep.target), benchkit.BoolPtr(rps.Median() >= ep.target))
+		if len(ratio) > 0 {
+			b.add(ep.name+": requests/s ÷ a do-nothing net/http handler serving the same bytes (same load, same run)",
+				fmt.Sprintf("%s (reference %s, its CPU %s)", ratio.Format(fmtRatio), refRPS.Format(benchkit.FmtRate), refCores.Format(benchkit.FmtCores)), "", nil)
+		}
+		if len(cpuRatio) > 0 {
+			b.add(ep.name+": server CPU per request ÷ the do-nothing handler's (same run)", cpuRatio.Format(fmtRatio), "", nil)
+		}
 		b.add(ep.name+": p50 latency", p50.Format(benchkit.FmtMs), "", nil)
 		b.add(ep.name+": p99 latency", p99.Format(benchkit.FmtMs), "", nil)
 		if len(cores) > 0 {

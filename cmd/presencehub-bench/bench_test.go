@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -218,6 +219,23 @@ func TestFloorWriterCores(t *testing.T) {
 		got, err := floorWriterCores([]byte(tc.tsv))
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("%s: got %v, %v; want %v, ok=%v", tc.name, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestRESTReferenceAnswers(t *testing.T) {
+	h := restReferenceHandler([]byte(`["a@r"]`), []byte(`{"name":"a"}`), []byte(`[{"name":"a"},{"name":"b"}]`))
+	const path = "/v1/Accounts/0d4b6b43-8f3f-4ac2-9f3c-1b2a6c7d8e9f/RegisteredSipUsers"
+	tests := []struct{ method, path, body, want string }{
+		{"GET", path, "", `["a@r"]`},
+		{"GET", path + "/alice", "", `{"name":"a"}`},
+		{"POST", path, `["a","b"]`, `[{"name":"a"},{"name":"b"}]`},
+	}
+	for _, tc := range tests {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+		if rec.Code != 200 || rec.Body.String() != tc.want {
+			t.Errorf("%s %s: %d %q, want 200 %q", tc.method, tc.path, rec.Code, rec.Body.String(), tc.want)
 		}
 	}
 }

@@ -85,6 +85,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return benchFloor(ctx, rest, getenv, stdout, stderr)
 	case "floor-reader": // the second process of "bench floor"
 		return benchFloorReader(rest, os.Stdin, stdout)
+	case "rest-reference": // the REST benchmark's do-nothing handler, a process of its own
+		return benchRESTReference(rest, os.Stdin, stdout)
 	case "resync":
 		return benchResync(ctx, rest, getenv, stdout, stderr)
 	case "expiry":
