@@ -5,27 +5,13 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		if !errors.Is(err, cli.ErrUsage) {
-			fmt.Fprintln(os.Stderr, "presencehub-bench:", err)
-		}
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("presencehub-bench", run) }
 
 const benchUsage = `Usage: presencehub-bench <name> [flags]
 
@@ -61,40 +47,18 @@ the median of --runs runs with the spread (min–max) in brackets. Linux only
 
 // run is the whole program; main only calls it, tests call it too.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, benchUsage)
-		return cli.ErrUsage
-	}
-	err := dispatch(ctx, args, getenv, stdout, stderr)
-	if errors.Is(err, cli.ErrHelp) {
-		return nil
-	}
-	return err
-}
-
-func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	name, rest := args[0], args[1:]
-	switch name {
-	case "rest":
-		return benchREST(ctx, rest, getenv, stdout, stderr)
-	case "stream":
-		return benchStream(ctx, rest, getenv, stdout, stderr)
-	case "idle":
-		return benchIdle(ctx, rest, getenv, stdout, stderr)
-	case "floor":
-		return benchFloor(ctx, rest, getenv, stdout, stderr)
-	case "floor-reader": // the second process of "bench floor"
-		return benchFloorReader(rest, os.Stdin, stdout)
-	case "rest-reference": // the REST benchmark's do-nothing handler, a process of its own
-		return benchRESTReference(rest, os.Stdin, stdout)
-	case "resync":
-		return benchResync(ctx, rest, getenv, stdout, stderr)
-	case "expiry":
-		return benchExpiry(ctx, rest, getenv, stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, benchUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "presencehub-bench: unknown benchmark %q\n\n%s", name, benchUsage)
-	return cli.ErrUsage
+	return cli.Program{Name: "presencehub-bench", Usage: benchUsage, What: "benchmark", Commands: map[string]cli.Command{
+		"rest":   benchREST,
+		"stream": benchStream,
+		"idle":   benchIdle,
+		"floor":  benchFloor,
+		"floor-reader": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
+			return benchFloorReader(args, os.Stdin, stdout) // the second process of "bench floor"
+		},
+		"rest-reference": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
+			return benchRESTReference(args, os.Stdin, stdout) // the REST benchmark's do-nothing handler, a process of its own
+		},
+		"resync": benchResync,
+		"expiry": benchExpiry,
+	}}.Run(ctx, args, getenv, stdout, stderr)
 }

@@ -4,12 +4,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
@@ -17,17 +13,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		if !errors.Is(err, cli.ErrUsage) {
-			fmt.Fprintln(os.Stderr, "presencehub:", err)
-		}
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("presencehub", run) }
 
 const usage = `presencehub: live presence of SIP registrations (jambonz-compatible)
 
@@ -48,40 +34,23 @@ be set by the environment variable named in its help.
 
 // run is the whole program; main only calls it, tests call it too.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return cli.ErrUsage
-	}
-	err := dispatch(ctx, args, getenv, stdout, stderr)
-	if errors.Is(err, cli.ErrHelp) {
-		return nil
-	}
-	return err
+	return cli.Program{Name: "presencehub", Usage: usage, What: "command", Commands: map[string]cli.Command{
+		"serve":    cmdServe,
+		"migrate":  cmdMigrate,
+		"apikey":   cmdAPIKey,
+		"seed":     cmdSeed,
+		"simulate": cmdSimulate,
+		"bench": func(_ context.Context, _ []string, _ func(string) string, _, stderr io.Writer) error {
+			fmt.Fprintln(stderr, "presencehub: the benchmarks are a command of their own: presencehub-bench <name> (make build puts it in bin/)")
+			return cli.ErrUsage
+		},
+		"version":   printVersion,
+		"--version": printVersion,
+		"-version":  printVersion,
+	}}.Run(ctx, args, getenv, stdout, stderr)
 }
 
-func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return cmdServe(ctx, rest, getenv, stdout, stderr)
-	case "migrate":
-		return cmdMigrate(ctx, rest, getenv, stdout, stderr)
-	case "apikey":
-		return cmdAPIKey(ctx, rest, getenv, stdout, stderr)
-	case "seed":
-		return cmdSeed(ctx, rest, getenv, stdout, stderr)
-	case "simulate":
-		return cmdSimulate(ctx, rest, getenv, stdout, stderr)
-	case "bench":
-		fmt.Fprintln(stderr, "presencehub: the benchmarks are a command of their own: presencehub-bench <name> (make build puts it in bin/)")
-		return cli.ErrUsage
-	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "presencehub", version)
-		return nil
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "presencehub: unknown command %q\n\n%s", cmd, usage)
-	return cli.ErrUsage
+func printVersion(_ context.Context, _ []string, _ func(string) string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, "presencehub", version)
+	return nil
 }
