@@ -338,171 +338,169 @@ func (j *Jambonz) readSource(ctx context.Context) (jzTenants, int, error) {
 		skipped++
 		j.log.Warn("jambonz mirror: row not mirrored", "table", what, "sid", sid, "why", why)
 	}
+	// optional is a column the row can be mirrored without: a value that
+	// does not pass norm is logged and left out, the row is not skipped.
+	optional := func(table, sid, what, v string, norm func(string) (string, error)) string {
+		n, err := norm(v)
+		if err != nil {
+			j.log.Warn("jambonz mirror: row not mirrored", "table", table, "sid", sid, "why", err.Error()+" (mirrored without "+what+")")
+			return ""
+		}
+		return n
+	}
+	mirror := func(table, raw string) (string, bool) {
+		sid, ok := mirrorSID(raw)
+		if !ok {
+			skip(table, raw, "sid is not a UUID")
+		}
+		return sid, ok
+	}
 	tx, err := j.my.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
 	if err != nil {
 		return t, 0, err
 	}
 	defer tx.Rollback()
 
-	rows, err := tx.QueryContext(ctx, `SELECT service_provider_sid, name, root_domain FROM service_providers`)
-	if err != nil {
-		return t, 0, err
-	}
-	for rows.Next() {
-		var sp jzSP
-		var root sql.NullString
-		if err := rows.Scan(&sp.sid, &sp.name, &root); err != nil {
-			rows.Close()
-			return t, 0, err
-		}
-		sid, ok := mirrorSID(sp.sid)
-		if !ok {
-			skip("service_providers", sp.sid, "sid is not a UUID")
-			continue
-		}
-		sp.sid, sp.name = sid, strings.TrimSpace(sp.name)
-		if sp.name == "" {
-			skip("service_providers", sid, "empty name")
-			continue
-		}
-		if d, err := normalizeRootDomain(root.String); err != nil {
-			skip("service_providers", sid, err.Error()+" (mirrored without a root_domain)")
-			skipped-- // the provider itself is mirrored
-		} else {
-			sp.rootDomain = d
-		}
-		t.sps[sid] = sp
-	}
-	if err := closeRows(rows); err != nil {
-		return t, 0, err
-	}
-
-	rows, err = tx.QueryContext(ctx, `SELECT account_sid, name, sip_realm, service_provider_sid, is_active FROM accounts`)
-	if err != nil {
-		return t, 0, err
-	}
-	for rows.Next() {
-		var a jzAccount
-		var realm sql.NullString
-		var active bool
-		if err := rows.Scan(&a.sid, &a.name, &realm, &a.spSID, &active); err != nil {
-			rows.Close()
-			return t, 0, err
-		}
-		sid, ok := mirrorSID(a.sid)
-		if !ok {
-			skip("accounts", a.sid, "sid is not a UUID")
-			continue
-		}
-		a.sid = sid
-		if !active {
-			continue // refused like an unknown account: not mirrored at all
-		}
-		a.spSID, _ = mirrorSID(a.spSID)
-		if _, ok := t.sps[a.spSID]; !ok {
-			skip("accounts", sid, "its service provider is not mirrored")
-			continue
-		}
-		if a.name = strings.TrimSpace(a.name); a.name == "" {
-			a.name = sid // jambonz requires a name; keep the account usable
-		}
-		if r, err := normalizeRealm(realm.String); err != nil {
-			skip("accounts", sid, err.Error()+" (mirrored without a realm)")
-			skipped-- // the account itself is mirrored
-		} else {
-			a.realm = r
-		}
-		t.accounts[sid] = a
-	}
-	if err := closeRows(rows); err != nil {
-		return t, 0, err
-	}
-
-	rows, err = tx.QueryContext(ctx, `SELECT api_key_sid, token, account_sid, service_provider_sid, expires_at FROM api_keys`)
-	if err != nil {
-		return t, 0, err
-	}
-	for rows.Next() {
-		var k jzKey
-		var token string
-		var acct, sp sql.NullString
-		var exp sql.NullTime
-		if err := rows.Scan(&k.sid, &token, &acct, &sp, &exp); err != nil {
-			rows.Close()
-			return t, 0, err
-		}
-		sid, ok := mirrorSID(k.sid)
-		if !ok {
-			skip("api_keys", k.sid, "sid is not a UUID")
-			continue
-		}
-		k.sid, k.hash = sid, tokenHash(token)
-		if exp.Valid {
-			e := exp.Time.UTC()
-			k.expiresAt = &e
-		}
-		// jambonz's scope rule: service_provider_sid set → service
-		// provider (even when account_sid is set too), else account_sid
-		// set → account, else admin.
-		switch {
-		case sp.Valid && sp.String != "":
-			k.spSID, _ = mirrorSID(sp.String)
-			if _, ok := t.sps[k.spSID]; !ok {
-				skip("api_keys", sid, "its service provider is not mirrored")
-				continue
-			}
-		case acct.Valid && acct.String != "":
-			k.accountSID, _ = mirrorSID(acct.String)
-			if _, ok := t.accounts[k.accountSID]; !ok {
-				continue // of an inactive or unknown account: refused
-			}
-		}
-		t.keys[sid] = k
-	}
-	if err := closeRows(rows); err != nil {
-		return t, 0, err
-	}
-
-	rows, err = tx.QueryContext(ctx, `SELECT client_sid, account_sid, username, is_active,
-		allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling FROM clients`)
-	if err != nil {
-		return t, 0, err
-	}
 	seen := map[[2]string]bool{} // account, folded username
-	for rows.Next() {
-		var c jzClient
-		var username sql.NullString // nullable in jambonz's schema
-		if err := rows.Scan(&c.sid, &c.accountSID, &username, &c.active, &c.app, &c.queue, &c.user); err != nil {
-			rows.Close()
+	// Owners before what they own: a row whose owner is not mirrored is not.
+	for _, tbl := range []struct {
+		query string
+		row   func(scan func(...any) error) error
+	}{
+		{`SELECT service_provider_sid, name, root_domain FROM service_providers`, func(scan func(...any) error) error {
+			var sp jzSP
+			var root sql.NullString
+			if err := scan(&sp.sid, &sp.name, &root); err != nil {
+				return err
+			}
+			sid, ok := mirror("service_providers", sp.sid)
+			if !ok {
+				return nil
+			}
+			sp.sid, sp.name = sid, strings.TrimSpace(sp.name)
+			if sp.name == "" {
+				skip("service_providers", sid, "empty name")
+				return nil
+			}
+			sp.rootDomain = optional("service_providers", sid, "a root_domain", root.String, normalizeRootDomain)
+			t.sps[sid] = sp
+			return nil
+		}},
+		{`SELECT account_sid, name, sip_realm, service_provider_sid, is_active FROM accounts`, func(scan func(...any) error) error {
+			var a jzAccount
+			var realm sql.NullString
+			var active bool
+			if err := scan(&a.sid, &a.name, &realm, &a.spSID, &active); err != nil {
+				return err
+			}
+			sid, ok := mirror("accounts", a.sid)
+			if !ok {
+				return nil
+			}
+			a.sid = sid
+			if !active {
+				return nil // refused like an unknown account: not mirrored at all
+			}
+			a.spSID, _ = mirrorSID(a.spSID)
+			if _, ok := t.sps[a.spSID]; !ok {
+				skip("accounts", sid, "its service provider is not mirrored")
+				return nil
+			}
+			if a.name = strings.TrimSpace(a.name); a.name == "" {
+				a.name = sid // jambonz requires a name; keep the account usable
+			}
+			a.realm = optional("accounts", sid, "a realm", realm.String, normalizeRealm)
+			t.accounts[sid] = a
+			return nil
+		}},
+		{`SELECT api_key_sid, token, account_sid, service_provider_sid, expires_at FROM api_keys`, func(scan func(...any) error) error {
+			var k jzKey
+			var token string
+			var acct, sp sql.NullString
+			var exp sql.NullTime
+			if err := scan(&k.sid, &token, &acct, &sp, &exp); err != nil {
+				return err
+			}
+			sid, ok := mirror("api_keys", k.sid)
+			if !ok {
+				return nil
+			}
+			k.sid, k.hash = sid, tokenHash(token)
+			if exp.Valid {
+				e := exp.Time.UTC()
+				k.expiresAt = &e
+			}
+			// jambonz's scope rule: service_provider_sid set → service
+			// provider (even when account_sid is set too), else account_sid
+			// set → account, else admin.
+			switch {
+			case sp.Valid && sp.String != "":
+				k.spSID, _ = mirrorSID(sp.String)
+				if _, ok := t.sps[k.spSID]; !ok {
+					skip("api_keys", sid, "its service provider is not mirrored")
+					return nil
+				}
+			case acct.Valid && acct.String != "":
+				k.accountSID, _ = mirrorSID(acct.String)
+				if _, ok := t.accounts[k.accountSID]; !ok {
+					return nil // of an inactive or unknown account: refused
+				}
+			}
+			t.keys[sid] = k
+			return nil
+		}},
+		{`SELECT client_sid, account_sid, username, is_active,
+			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling FROM clients`, func(scan func(...any) error) error {
+			var c jzClient
+			var username sql.NullString // nullable in jambonz's schema
+			if err := scan(&c.sid, &c.accountSID, &username, &c.active, &c.app, &c.queue, &c.user); err != nil {
+				return err
+			}
+			c.username = username.String
+			sid, ok := mirror("clients", c.sid)
+			if !ok {
+				return nil
+			}
+			c.sid = sid
+			c.accountSID, _ = mirrorSID(c.accountSID)
+			if _, ok := t.accounts[c.accountSID]; !ok {
+				return nil // of an inactive or unknown account
+			}
+			if err := checkUsername(c.username); err != nil {
+				skip("clients", sid, err.Error())
+				return nil
+			}
+			key := [2]string{c.accountSID, hub.Fold(c.username)} // the unique index's rule
+			if seen[key] {
+				skip("clients", sid, "another client of the account has the same username")
+				return nil
+			}
+			seen[key] = true
+			t.clients[sid] = c
+			return nil
+		}},
+	} {
+		if err := eachRow(ctx, tx, tbl.query, tbl.row); err != nil {
 			return t, 0, err
 		}
-		c.username = username.String
-		sid, ok := mirrorSID(c.sid)
-		if !ok {
-			skip("clients", c.sid, "sid is not a UUID")
-			continue
-		}
-		c.sid = sid
-		c.accountSID, _ = mirrorSID(c.accountSID)
-		if _, ok := t.accounts[c.accountSID]; !ok {
-			continue // of an inactive or unknown account
-		}
-		if err := checkUsername(c.username); err != nil {
-			skip("clients", sid, err.Error())
-			continue
-		}
-		key := [2]string{c.accountSID, hub.Fold(c.username)} // the unique index's rule
-		if seen[key] {
-			skip("clients", sid, "another client of the account has the same username")
-			continue
-		}
-		seen[key] = true
-		t.clients[sid] = c
-	}
-	if err := closeRows(rows); err != nil {
-		return t, 0, err
 	}
 	return t, skipped, tx.Commit()
+}
+
+// eachRow runs query in tx and calls row with each row's Scan until row
+// fails; it closes the rows.
+func eachRow(ctx context.Context, tx *sql.Tx, query string, row func(scan func(dest ...any) error) error) error {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		if err := row(rows.Scan); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	return closeRows(rows)
 }
 
 func closeRows(rows *sql.Rows) error {
@@ -597,85 +595,121 @@ func (j *Jambonz) apply(ctx context.Context, tx pgx.Tx, src, dst jzTenants, res 
 
 	// Deletions first, dependents before owners (accounts → providers is
 	// ON DELETE RESTRICT).
-	for sid := range dst.clients {
-		if _, ok := src.clients[sid]; !ok {
-			if err := write("clients", sid, &res.Deleted, `DELETE FROM clients WHERE client_sid = $1 AND mirrored`, sid); err != nil {
+	for _, d := range []struct {
+		table, column string
+		sids          []string
+	}{
+		{"clients", "client_sid", missing(dst.clients, src.clients)},
+		{"api_keys", "api_key_sid", missing(dst.keys, src.keys)},
+		{"accounts", "account_sid", missing(dst.accounts, src.accounts)},
+		{"service_providers", "service_provider_sid", missing(dst.sps, src.sps)},
+	} {
+		for _, sid := range d.sids {
+			if err := write(d.table, sid, &res.Deleted, `DELETE FROM `+d.table+` WHERE `+d.column+` = $1 AND mirrored`, sid); err != nil {
 				return err
 			}
 		}
 	}
-	for sid := range dst.keys {
-		if _, ok := src.keys[sid]; !ok {
-			if err := write("api_keys", sid, &res.Deleted, `DELETE FROM api_keys WHERE api_key_sid = $1 AND mirrored`, sid); err != nil {
-				return err
-			}
-		}
+	// A root domain or a realm that moves from one mirrored row to another
+	// (or a swap) must be let go by the first before the second can take
+	// it (UNIQUE).
+	releasedRoot, err := release(ctx, tx, dst.sps, src.sps, func(sp *jzSP) *string { return &sp.rootDomain },
+		`UPDATE service_providers SET root_domain = NULL WHERE service_provider_sid = $1 AND mirrored`)
+	if err != nil {
+		return err
 	}
-	for sid := range dst.accounts {
-		if _, ok := src.accounts[sid]; !ok {
-			if err := write("accounts", sid, &res.Deleted, `DELETE FROM accounts WHERE account_sid = $1 AND mirrored`, sid); err != nil {
-				return err
-			}
-			delete(dst.accounts, sid)
-		}
-	}
-	for sid := range dst.sps {
-		if _, ok := src.sps[sid]; !ok {
-			if err := write("service_providers", sid, &res.Deleted, `DELETE FROM service_providers WHERE service_provider_sid = $1 AND mirrored`, sid); err != nil {
-				return err
-			}
-		}
-	}
-	// A root domain that moves from one mirrored provider to another (or a
-	// swap) must likewise be let go first (UNIQUE).
-	releasedRoot := map[string]bool{}
-	for sid, old := range dst.sps {
-		if n, ok := src.sps[sid]; ok && old.rootDomain != "" && old.rootDomain != n.rootDomain {
-			if _, err := tx.Exec(ctx, `UPDATE service_providers SET root_domain = NULL WHERE service_provider_sid = $1 AND mirrored`, sid); err != nil {
-				return err
-			}
-			old.rootDomain = ""
-			dst.sps[sid] = old
-			releasedRoot[sid] = true
-		}
-	}
-	released := map[string]bool{}
-	// A realm that moves from one mirrored account to another must be let
-	// go by the first before the second can take it (UNIQUE).
-	for sid, old := range dst.accounts {
-		if n, ok := src.accounts[sid]; ok && old.realm != "" && old.realm != n.realm {
-			if _, err := tx.Exec(ctx, `UPDATE accounts SET sip_realm = NULL WHERE account_sid = $1 AND mirrored`, sid); err != nil {
-				return err
-			}
-			old.realm = ""
-			dst.accounts[sid] = old
-			released[sid] = true
-		}
+	released, err := release(ctx, tx, dst.accounts, src.accounts, func(a *jzAccount) *string { return &a.realm },
+		`UPDATE accounts SET sip_realm = NULL WHERE account_sid = $1 AND mirrored`)
+	if err != nil {
+		return err
 	}
 
 	// Inserts and updates, owners before dependents.
-	for sid, sp := range src.sps {
-		old, ok := dst.sps[sid]
-		if ok && old == sp {
-			if releasedRoot[sid] {
-				res.Updated++ // the release was the whole change
-			}
-			continue
-		}
-		counter := &res.Inserted
-		if ok {
-			counter = &res.Updated
-		}
-		if err := write("service_providers", sid, counter, `INSERT INTO service_providers (service_provider_sid, name, root_domain, mirrored)
+	err = upsert(src.sps, dst.sps, equal, releasedRoot, res, func(sid string, sp jzSP, counter *int) error {
+		return write("service_providers", sid, counter, `INSERT INTO service_providers (service_provider_sid, name, root_domain, mirrored)
 			VALUES ($1, $2, $3, true)
 			ON CONFLICT (service_provider_sid) DO UPDATE SET name = EXCLUDED.name, root_domain = EXCLUDED.root_domain
-			WHERE service_providers.mirrored`, sid, sp.name, nullIfEmpty(sp.rootDomain)); err != nil {
-			return err
+			WHERE service_providers.mirrored`, sid, sp.name, nullIfEmpty(sp.rootDomain))
+	})
+	if err != nil {
+		return err
+	}
+	err = upsert(src.accounts, dst.accounts, equal, released, res, func(sid string, a jzAccount, counter *int) error {
+		return write("accounts", sid, counter, `INSERT INTO accounts (account_sid, service_provider_sid, name, sip_realm, mirrored)
+			VALUES ($1, $2, $3, $4, true)
+			ON CONFLICT (account_sid) DO UPDATE SET service_provider_sid = EXCLUDED.service_provider_sid,
+				name = EXCLUDED.name, sip_realm = EXCLUDED.sip_realm WHERE accounts.mirrored`,
+			sid, a.spSID, a.name, nullIfEmpty(a.realm))
+	})
+	if err != nil {
+		return err
+	}
+	sameKey := func(old, k jzKey) bool {
+		return old.hash == k.hash && old.spSID == k.spSID && old.accountSID == k.accountSID && sameTime(old.expiresAt, k.expiresAt)
+	}
+	err = upsert(src.keys, dst.keys, sameKey, nil, res, func(sid string, k jzKey, counter *int) error {
+		return write("api_keys", sid, counter, `INSERT INTO api_keys (api_key_sid, token_hash, service_provider_sid, account_sid, expires_at, mirrored)
+			VALUES ($1, $2, $3, $4, $5, true)
+			ON CONFLICT (api_key_sid) DO UPDATE SET token_hash = EXCLUDED.token_hash,
+				service_provider_sid = EXCLUDED.service_provider_sid, account_sid = EXCLUDED.account_sid,
+				expires_at = EXCLUDED.expires_at WHERE api_keys.mirrored`,
+			sid, k.hash[:], nullIfEmpty(k.spSID), nullIfEmpty(k.accountSID), k.expiresAt)
+	})
+	if err != nil {
+		return err
+	}
+	return upsert(src.clients, dst.clients, equal, nil, res, func(sid string, c jzClient, counter *int) error {
+		// jambonz's passwords are not copied: the column holds an
+		// encrypted empty string, so reads show an empty (masked) password.
+		return write("clients", sid, counter, `INSERT INTO clients (client_sid, account_sid, username, password, is_active,
+				allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling, mirrored)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
+			ON CONFLICT (client_sid) DO UPDATE SET account_sid = EXCLUDED.account_sid, username = EXCLUDED.username,
+				is_active = EXCLUDED.is_active, allow_direct_app_calling = EXCLUDED.allow_direct_app_calling,
+				allow_direct_queue_calling = EXCLUDED.allow_direct_queue_calling,
+				allow_direct_user_calling = EXCLUDED.allow_direct_user_calling WHERE clients.mirrored`,
+			sid, c.accountSID, c.username, j.db.sealer.seal("", passwordAAD(sid)), c.active, c.app, c.queue, c.user)
+	})
+}
+
+// missing lists the sids the mirror has and jambonz no longer has.
+func missing[T any](dst, src map[string]T) []string {
+	var sids []string
+	for sid := range dst {
+		if _, ok := src[sid]; !ok {
+			sids = append(sids, sid)
 		}
 	}
-	for sid, a := range src.accounts {
-		old, ok := dst.accounts[sid]
-		if ok && old == a {
+	return sids
+}
+
+// release sets the unique column of query to NULL on every mirrored row
+// whose value (field) is about to change, and clears it in dst too; it
+// returns the sids it released.
+func release[T any](ctx context.Context, tx pgx.Tx, dst, src map[string]T, field func(*T) *string, query string) (map[string]bool, error) {
+	released := map[string]bool{}
+	for sid, old := range dst {
+		n, ok := src[sid]
+		if v := *field(&old); !ok || v == "" || v == *field(&n) {
+			continue
+		}
+		if _, err := tx.Exec(ctx, query, sid); err != nil {
+			return nil, err
+		}
+		*field(&old) = ""
+		dst[sid] = old
+		released[sid] = true
+	}
+	return released, nil
+}
+
+// upsert writes every row of src that dst lacks (counted as inserted) or
+// holds otherwise (updated). A row whose only change was its release
+// counts as updated.
+func upsert[T any](src, dst map[string]T, same func(old, n T) bool, released map[string]bool, res *JambonzSyncResult, write func(sid string, n T, counter *int) error) error {
+	for sid, n := range src {
+		old, ok := dst[sid]
+		if ok && same(old, n) {
 			if released[sid] {
 				res.Updated++ // the release was the whole change
 			}
@@ -685,56 +719,14 @@ func (j *Jambonz) apply(ctx context.Context, tx pgx.Tx, src, dst jzTenants, res 
 		if ok {
 			counter = &res.Updated
 		}
-		if err := write("accounts", sid, counter, `INSERT INTO accounts (account_sid, service_provider_sid, name, sip_realm, mirrored)
-			VALUES ($1, $2, $3, $4, true)
-			ON CONFLICT (account_sid) DO UPDATE SET service_provider_sid = EXCLUDED.service_provider_sid,
-				name = EXCLUDED.name, sip_realm = EXCLUDED.sip_realm WHERE accounts.mirrored`,
-			sid, a.spSID, a.name, nullIfEmpty(a.realm)); err != nil {
-			return err
-		}
-	}
-	for sid, k := range src.keys {
-		old, ok := dst.keys[sid]
-		if ok && old.hash == k.hash && old.spSID == k.spSID && old.accountSID == k.accountSID && sameTime(old.expiresAt, k.expiresAt) {
-			continue
-		}
-		counter := &res.Inserted
-		if ok {
-			counter = &res.Updated
-		}
-		if err := write("api_keys", sid, counter, `INSERT INTO api_keys (api_key_sid, token_hash, service_provider_sid, account_sid, expires_at, mirrored)
-			VALUES ($1, $2, $3, $4, $5, true)
-			ON CONFLICT (api_key_sid) DO UPDATE SET token_hash = EXCLUDED.token_hash,
-				service_provider_sid = EXCLUDED.service_provider_sid, account_sid = EXCLUDED.account_sid,
-				expires_at = EXCLUDED.expires_at WHERE api_keys.mirrored`,
-			sid, k.hash[:], nullIfEmpty(k.spSID), nullIfEmpty(k.accountSID), k.expiresAt); err != nil {
-			return err
-		}
-	}
-	for sid, c := range src.clients {
-		old, ok := dst.clients[sid]
-		if ok && old == c {
-			continue
-		}
-		counter := &res.Inserted
-		if ok {
-			counter = &res.Updated
-		}
-		// jambonz's passwords are not copied: the column holds an
-		// encrypted empty string, so reads show an empty (masked) password.
-		if err := write("clients", sid, counter, `INSERT INTO clients (client_sid, account_sid, username, password, is_active,
-				allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling, mirrored)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
-			ON CONFLICT (client_sid) DO UPDATE SET account_sid = EXCLUDED.account_sid, username = EXCLUDED.username,
-				is_active = EXCLUDED.is_active, allow_direct_app_calling = EXCLUDED.allow_direct_app_calling,
-				allow_direct_queue_calling = EXCLUDED.allow_direct_queue_calling,
-				allow_direct_user_calling = EXCLUDED.allow_direct_user_calling WHERE clients.mirrored`,
-			sid, c.accountSID, c.username, j.db.sealer.seal("", passwordAAD(sid)), c.active, c.app, c.queue, c.user); err != nil {
+		if err := write(sid, n, counter); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+func equal[T comparable](a, b T) bool { return a == b }
 
 func sameTime(a, b *time.Time) bool {
 	if a == nil || b == nil {
