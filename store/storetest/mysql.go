@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,11 +39,8 @@ type MySQLServer struct {
 	bin, dir string
 	port     int
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	release chan struct{}
-	log     *syncBuffer
+	mu   sync.Mutex
+	proc *process // nil while stopped
 }
 
 // StartMySQL starts a private MariaDB (mariadbd, else mysqld) for one test
@@ -76,7 +72,7 @@ func startMySQL() (*MySQLServer, error) {
 	}
 	var lastErr error
 	for range 3 {
-		port, err := pgFreePort()
+		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +112,7 @@ func fileExists(p string) bool {
 func (s *MySQLServer) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
+	if s.proc != nil {
 		return nil
 	}
 	args := []string{"--no-defaults",
@@ -134,64 +130,25 @@ func (s *MySQLServer) Start() error {
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
-	s.log = &syncBuffer{}
 	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited, release := make(chan struct{}), make(chan struct{})
-	started := make(chan error)
-	// Pdeathsig follows the starting thread (see launch in postgres.go).
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		cmd.Wait()
-		close(exited)
-		<-release
-	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
+	proc, err := startProcess(s.bin, cmd, 30*time.Second, 50*time.Millisecond, func() error { return mysqlPing(s.DSN) })
+	if err != nil {
+		return err
 	}
-	deadline := time.After(30 * time.Second)
-	for {
-		err := mysqlPing(s.DSN)
-		if err == nil {
-			s.cmd, s.exited, s.release = cmd, exited, release
-			return nil
-		}
-		select {
-		case <-exited:
-			close(release)
-			return fmt.Errorf("%s exited on start: %s", s.bin, s.log.String())
-		case <-deadline:
-			cmd.Process.Kill()
-			<-exited
-			close(release)
-			return fmt.Errorf("%s did not accept connections within 30s: %v\n%s", s.bin, err, s.log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	s.proc = proc
+	return nil
 }
 
 // Stop shuts the server down (keeping its data) and waits until it is gone.
 func (s *MySQLServer) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
+	if s.proc == nil {
 		return
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-	close(s.release)
-	s.cmd = nil
+	s.proc.stop(syscall.SIGTERM, 20*time.Second)
+	s.proc = nil
 }
 
 func (s *MySQLServer) stop() {
@@ -260,13 +217,7 @@ func stopMySQL() {
 // DSN for it.
 func NewMySQLDatabase(t testing.TB) string {
 	t.Helper()
-	if !mainCalled {
-		t.Fatal("storetest.NewMySQLDatabase: call storetest.Main(m) from the package's TestMain")
-	}
-	myOnce.Do(chooseMySQL)
-	if myErr != nil {
-		t.Fatalf("storetest: %v", myErr)
-	}
+	chosen(t, "NewMySQLDatabase", &myOnce, chooseMySQL, &myErr)
 	return NewMySQLDatabaseOn(t, myAdminDSN)
 }
 

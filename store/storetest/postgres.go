@@ -1,12 +1,10 @@
 package storetest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,7 +12,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -116,18 +113,26 @@ initdb and postgres in PATH or /usr/lib/postgresql/*/bin), or set
 PRESENCE_TEST_DATABASE_URL to a server where the test user may CREATE DATABASE`, err, fallbackDatabaseURL)
 }
 
+// chosen runs choose once per test binary (it picks or starts the server
+// and sets *err) and fails t if that failed, or if Main was not called (it
+// stops the servers started).
+func chosen(t testing.TB, fn string, once *sync.Once, choose func(), err *error) {
+	t.Helper()
+	if !mainCalled {
+		t.Fatalf("storetest.%s: call storetest.Main(m) from the package's TestMain", fn)
+	}
+	once.Do(choose)
+	if *err != nil {
+		t.Fatalf("storetest: %v", *err)
+	}
+}
+
 // NewDatabase creates a fresh, uniquely named database on the server Main
 // selected, drops it (WITH (FORCE), which ends leftover connections) when the
 // test ends, and returns its URL.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	if !mainCalled {
-		t.Fatal("storetest.NewDatabase: call storetest.Main(m) from the package's TestMain")
-	}
-	pgOnce.Do(chooseServer)
-	if pgErr != nil {
-		t.Fatalf("storetest: %v", pgErr)
-	}
+	chosen(t, "NewDatabase", &pgOnce, chooseServer, &pgErr)
 	name := databaseName(t.Name())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -211,11 +216,7 @@ func pgPing(u string, timeout time.Duration) error {
 type server struct {
 	url     string
 	dir     string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the server has exited
-	release chan struct{} // closed to let the starting thread go
-	log     *bytes.Buffer // guarded by logMu (written by exec's copier)
-	logMu   *sync.Mutex
+	proc    *process
 	stopped sync.Once
 }
 
@@ -249,7 +250,7 @@ func startPostgres() (*server, error) {
 	// the server binds it, hence a few attempts.
 	var lastErr error
 	for range 3 {
-		port, err := pgFreePort()
+		port, err := freePort()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
@@ -285,8 +286,6 @@ func sweepStale(parent string) {
 }
 
 func launch(bin, dir, data string, port int, cred *syscall.Credential) (*server, error) {
-	var logMu sync.Mutex
-	log := &bytes.Buffer{}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data,
 		"-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1",
@@ -297,97 +296,36 @@ func launch(bin, dir, data string, port int, cred *syscall.Credential) (*server,
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
 	)
-	cmd.Stdout = lockedWriter{&logMu, log}
-	cmd.Stderr = lockedWriter{&logMu, log}
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	// Pdeathsig: if the test binary dies (killed, timed out), the kernel
 	// tells the server to shut down immediately, so none is left running.
 	// The server is our direct child (no runuser/su in between) so that the
 	// signal reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
-	s := &server{
-		url:     fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
-		dir:     dir,
-		cmd:     cmd,
-		exited:  make(chan struct{}),
-		release: make(chan struct{}),
-		log:     log,
-		logMu:   &logMu,
-	}
-	// The kernel sends Pdeathsig when the *thread* that started the child
-	// exits, and Go ends a thread when a goroutine locked to it returns. So
-	// the server is started from a goroutine that keeps its thread to itself
-	// until the server has exited.
-	started := make(chan error)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		cmd.Wait()
-		close(s.exited)
-		<-s.release
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
+	s := &server{url: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), dir: dir}
+	proc, err := startProcess("postgres", cmd, 15*time.Second, 20*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		c, err := pgx.Connect(ctx, s.url)
 		if err == nil {
 			c.Close(context.Background())
-			return s, nil
 		}
-		select {
-		case <-s.exited:
-			close(s.release)
-			logMu.Lock()
-			defer logMu.Unlock()
-			return nil, fmt.Errorf("postgres exited on start: %s", log.String())
-		case <-ctx.Done():
-			s.kill()
-			close(s.release)
-			logMu.Lock()
-			defer logMu.Unlock()
-			return nil, fmt.Errorf("postgres did not accept connections within 15s: %v\n%s", err, log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	s.proc = proc
+	return s, nil
 }
 
 // stop shuts the server down (fast shutdown: ends sessions, no waiting for
 // clients) and removes its folder.
 func (s *server) stop() {
 	s.stopped.Do(func() {
-		s.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			s.kill()
-		}
-		close(s.release)
+		s.proc.stop(syscall.SIGINT, 10*time.Second)
 		os.RemoveAll(s.dir)
 	})
-}
-
-func (s *server) kill() {
-	s.cmd.Process.Kill()
-	<-s.exited
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // runAs returns the credentials to run the server with: none normally, and
@@ -465,14 +403,4 @@ func tempParent() string {
 			return d
 		}
 	}
-}
-
-// pgFreePort returns a loopback port that is free right now.
-func pgFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -234,6 +234,7 @@ func ping(addr string) error {
 	return nil
 }
 
+// freePort returns a loopback port that is free right now.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
