@@ -41,7 +41,19 @@ type HistoryOptions struct {
 	Logger *slog.Logger
 	// Now is the clock for retention and gap times (default time.Now).
 	Now func() time.Time
+	// Heartbeat is how often the writer records in
+	// registration_history_runs that it is still recording (default
+	// HistoryHeartbeat).
+	Heartbeat time.Duration
 }
+
+// HistoryHeartbeat is the default interval of the writer's heartbeat. A run
+// whose last heartbeat is younger than historyAliveWithin is taken to be
+// recording now.
+const (
+	HistoryHeartbeat   = 30 * time.Second
+	historyAliveWithin = 3 * HistoryHeartbeat
+)
 
 // HistoryMetrics are cumulative counters of the history writer.
 type HistoryMetrics struct {
@@ -66,6 +78,7 @@ type History struct {
 	firstDrop atomic.Int64  // unix ms of the first drop since the last gap
 
 	days map[string]bool // daily partitions known to exist; Run's goroutine only
+	run  int64           // this run's row in registration_history_runs (0: none yet); Run's goroutine only
 
 	Metrics HistoryMetrics
 }
@@ -90,6 +103,9 @@ func NewHistory(db *DB, opts HistoryOptions) *History {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = HistoryHeartbeat
 	}
 	return &History{db: db, opts: opts, log: opts.Logger, ch: make(chan hub.Observed, opts.Buffer), days: map[string]bool{}}
 }
@@ -142,7 +158,7 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 	// reconciliation below reads the hub after that load: nothing falls
 	// between them.
 	needReconcile := true
-	nextMaint := time.Time{}
+	nextMaint, nextBeat := time.Time{}, time.Time{}
 	backoff := 100 * time.Millisecond
 	var batch []hub.Observed
 	for ctx.Err() == nil {
@@ -175,8 +191,16 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 			}
 			needReconcile = false
 		}
+		if now := h.opts.Now(); !now.Before(nextBeat) {
+			// A failed heartbeat only shortens the run as the chart sees it;
+			// the next one extends it again.
+			if err := h.heartbeat(ctx, now); err != nil && ctx.Err() == nil {
+				h.log.Warn("registration history: heartbeat failed", "err", err)
+			}
+			nextBeat = now.Add(h.opts.Heartbeat)
+		}
 		if len(batch) == 0 {
-			batch = h.collect(ctx, batch[:0], nextMaint)
+			batch = h.collect(ctx, batch[:0], minTime(nextMaint, nextBeat))
 			if len(batch) == 0 {
 				continue
 			}
@@ -195,6 +219,30 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 		batch = batch[:0]
 	}
 	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// heartbeat records that this writer is recording at now: it starts a row
+// in registration_history_runs on its first call (after the first
+// reconciliation, from when the history is complete) and extends it on the
+// next. A replica that is not the writer records nothing, and starts a new
+// row when it becomes the writer.
+func (h *History) heartbeat(ctx context.Context, now time.Time) error {
+	if h.opts.Active != nil && !h.opts.Active() {
+		h.run = 0
+		return nil
+	}
+	if h.run == 0 {
+		return h.db.pool.QueryRow(ctx, `INSERT INTO registration_history_runs (started_at, alive_at) VALUES ($1, $1) RETURNING id`, now).Scan(&h.run)
+	}
+	_, err := h.db.pool.Exec(ctx, `UPDATE registration_history_runs SET alive_at = GREATEST(alive_at, $2) WHERE id = $1`, h.run, now)
+	return err
 }
 
 // sleep logs a failure and waits before the retry; false when ctx is done.

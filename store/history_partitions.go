@@ -78,7 +78,10 @@ func (h *History) maintain(ctx context.Context, now time.Time) error {
 		delete(h.days, name)
 		h.log.Info("registration history: dropped partition past the retention", "partition", name)
 	}
-	_, err = h.db.pool.Exec(ctx, `DELETE FROM registration_history_gaps WHERE to_ts < $1`, cutoff)
+	if _, err = h.db.pool.Exec(ctx, `DELETE FROM registration_history_gaps WHERE to_ts < $1`, cutoff); err != nil {
+		return err
+	}
+	_, err = h.db.pool.Exec(ctx, `DELETE FROM registration_history_runs WHERE alive_at < $1`, cutoff)
 	return err
 }
 

@@ -149,7 +149,9 @@ type UserHistory struct {
 
 // Flapping reports whether the user had more than n sessions or more than
 // n NAT binding changes in the last hour.
-func (u UserHistory) Flapping(n int) bool { return u.Sessions1h > n || u.NATChanges1h > n }
+func (u UserHistory) Flapping(n int) bool {
+	return SessionCounts{u.Sessions24h, u.Sessions1h, u.NATChanges1h}.Flapping(n)
+}
 
 // UserHistory returns the summary of user in accountSID at now.
 func (db *DB) UserHistory(ctx context.Context, accountSID, user string, now time.Time) (UserHistory, error) {
@@ -178,28 +180,11 @@ func (db *DB) UserHistory(ctx context.Context, accountSID, user string, now time
 	default:
 		return u, mapError(err, "user history", "")
 	}
-	rows, err := db.pool.Query(ctx, `SELECT started_at, LEAST(ended_at, $4), proxy FROM registration_sessions
-		WHERE account_sid = $1 AND user_name = $2 AND ended_at >= $3 ORDER BY started_at, id`, sid, user, now.Add(-24*time.Hour), now)
+	counts, err := db.sessionCounts(ctx, sid, user, now)
 	if err != nil {
-		return u, mapError(err, "user history", "")
+		return u, err
 	}
-	defer rows.Close()
-	hourAgo := now.Add(-time.Hour)
-	prev, first := "", true
-	for rows.Next() {
-		var st, en time.Time
-		var proxy string
-		if err := rows.Scan(&st, &en, &proxy); err != nil {
-			return u, fmt.Errorf("user history: %w", err)
-		}
-		u.Sessions24h++
-		if !en.Before(hourAgo) {
-			u.Sessions1h++
-		}
-		if !first && proxy != prev && !st.Before(hourAgo) {
-			u.NATChanges1h++
-		}
-		prev, first = proxy, false
-	}
-	return u, rows.Err()
+	c := counts[user]
+	u.Sessions24h, u.Sessions1h, u.NATChanges1h = c.Sessions24h, c.Sessions1h, c.NATChanges1h
+	return u, nil
 }
