@@ -49,7 +49,9 @@ func seedRun(t *testing.T, db *DB, from, alive time.Time) {
 func TestOnlineSeriesBuckets(t *testing.T) {
 	now := time.Date(2026, 3, 10, 12, 0, 30, 0, time.UTC) // 30 s into the last bucket
 	from := now.Add(-5*time.Minute - 30*time.Second)      // 6 buckets of a minute: 11:55 … 12:00
-	m := func(min, sec int) time.Time { return from.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second) }
+	m := func(min, sec int) time.Time {
+		return from.Add(time.Duration(min)*time.Minute + time.Duration(sec)*time.Second)
+	}
 	type sess struct {
 		user       string
 		start, end time.Time // end zero: open
