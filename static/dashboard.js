@@ -18,10 +18,7 @@ const $ = (id) => document.getElementById(id);
 const SORT_KEYS = ['name', 'status', 'protocol', 'contact', 'proxy', 'since', 'left', 'event', 'app', 'queue', 'user'];
 const STATUS_ORDER = { online: 0, expiring: 1, offline: 2 };
 const STATUS_LABEL = { online: 'online', expiring: 'expiring soon', offline: 'offline' };
-// Chart geometry, shared with web/view.go (keep in sync).
-const CHART_W = 600;
-const CHART_H = 120;
-const CHART_PAD = 6;
+const CHART_REFRESH_MS = 60_000; // the chart (from the registration history) is re-read this often
 const LIST_INTERVAL_MS = 100; // recompute filter+sort at most this often
 
 function startAccountPage(data) {
@@ -40,11 +37,15 @@ function startAccountPage(data) {
   // SIP clients and registrations exactly as the server does.
   const foldName = (name) => name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 
+  // Users the registration history counted as flapping when the page was
+  // rendered (not kept live: the server counts sessions in PostgreSQL).
+  const flappingKeys = new Set((data.flapping || []).map(foldName));
   /** key (foldName(name)) → row */
   const rows = new Map();
   const newRow = (name) => ({
     key: foldName(name), name, client: null, user: null,
     since: null, lastEvent: null, eventTime: null, status: 'offline', v: 0,
+    flapping: flappingKeys.has(foldName(name)),
   });
   const registered = (r) => !!(r.user && r.user.registered_status === 'active');
   const statusOf = (r, t) => (registered(r) ? userStatus(r.user, t, soon) : 'offline');
@@ -144,6 +145,8 @@ function startAccountPage(data) {
     sort: SORT_KEYS.includes(q0.sort) ? q0.sort : 'name',
     desc: q0.dir === 'desc',
     page: q0.page || 1,
+    flapping: !!q0.flapping,
+    range: q0.range || '',
   };
 
   const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
@@ -172,6 +175,7 @@ function startAccountPage(data) {
       if (needle && !r.key.includes(needle)) continue;
       if (query.status && r.status !== query.status) continue;
       if (query.protocol && (!registered(r) || (r.user.protocol || 'unknown').toLowerCase() !== query.protocol)) continue;
+      if (query.flapping && !r.flapping) continue;
       out.push(r);
     }
     const by = comparator(query.sort, t);
@@ -190,6 +194,8 @@ function startAccountPage(data) {
     if (query.sort !== 'name') p.set('sort', query.sort);
     if (query.desc) p.set('dir', 'desc');
     if (query.page > 1) p.set('page', String(query.page));
+    if (query.flapping) p.set('flapping', '1');
+    if (query.range) p.set('range', query.range);
     const s = p.toString();
     return s ? `?${s}` : '';
   }
@@ -200,10 +206,6 @@ function startAccountPage(data) {
   const pagerEl = $('pager');
   const summaryEl = $('table-summary');
   const feedEl = $('feed');
-  const chartLine = $('chart-line');
-  const chartNow = $('chart-now');
-  const chartMax = $('chart-max');
-  const chartTitle = $('chart-title');
   const protoEl = $('protocol-counts');
   const connEl = $('conn-state');
   const connText = $('conn-text');
@@ -249,6 +251,10 @@ function startAccountPage(data) {
       if (!r.client.active) name.append(' ', h('span', { class: 'tag', 'data-testid': 'inactive' }, 'inactive'));
     } else {
       name.append(r.name, ' ', h('span', { class: 'tag', 'data-testid': 'no-client' }, 'no client'));
+    }
+    if (r.flapping) {
+      name.append(' ', h('span', { class: 'tag tag-flapping', 'data-testid': 'flapping',
+        title: 'more sessions or NAT binding changes in the last hour than --flap-sessions' }, 'flapping'));
     }
     name.append(' ', h('a', { class: 'user-link', href: userURL(r.name), 'data-testid': 'user-link', 'aria-label': `Presence history of ${r.name}` }, 'history'));
     const since = h('td');
@@ -367,32 +373,70 @@ function startAccountPage(data) {
   }
 
   // ---- chart -------------------------------------------------------------------
+  //
+  // The server draws the chart (web/chart.templ) from the registration
+  // history; here the range links fetch the chart alone and swap it in, it
+  // is re-read every CHART_REFRESH_MS, its times are relabelled in the
+  // browser's time zone, and "registered now" follows the stream.
 
-  const series = Array.isArray(data.series) && data.series.length ? data.series.slice() : new Array(60).fill(0);
-  let seriesMinute = Math.floor((data.now || now()) / 60_000);
-  let chartKey = '';
-  function renderChart(registeredNow) {
-    const m = Math.floor(now() / 60_000);
-    while (seriesMinute < m) {
-      series.shift();
-      series.push(series[series.length - 1] ?? 0);
-      seriesMinute++;
+  const tickFmt = {
+    minute: new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' }),
+    day: new Intl.DateTimeFormat(undefined, { weekday: 'short', day: '2-digit' }),
+  };
+  let zone = '';
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ''; } catch (e) { zone = ''; }
+  let chartRequest = 0;
+  let lastChartNow = -1;
+  function localizeChart() {
+    const box = $('chart-box');
+    if (!box) return;
+    const fmt = box.getAttribute('data-range') === '7d' ? tickFmt.day : tickFmt.minute;
+    for (const t of box.querySelectorAll('[data-testid=chart-x-tick][data-ms]')) {
+      t.textContent = fmt.format(Number(t.getAttribute('data-ms')));
     }
-    series[series.length - 1] = registeredNow;
-    const key = series.join(',');
-    if (key === chartKey || !chartLine) return;
-    chartKey = key;
-    const max = Math.max(1, ...series);
-    const n = series.length;
-    const pts = series.map((v, i) => {
-      const x = n > 1 ? (i * CHART_W) / (n - 1) : 0;
-      const y = CHART_H - CHART_PAD - (v * (CHART_H - 2 * CHART_PAD)) / max;
-      return `${x.toFixed(1)},${y.toFixed(1)}`;
-    });
-    chartLine.setAttribute('points', pts.join(' '));
-    if (chartNow) chartNow.textContent = String(registeredNow);
-    if (chartMax) chartMax.textContent = String(max);
-    if (chartTitle) chartTitle.textContent = `Registered users over the last hour; now ${registeredNow}, peak ${max}`;
+    const z = box.querySelector('[data-testid=chart-zone]');
+    if (z) z.textContent = zone ? `your time zone (${zone})` : 'your time zone';
+    for (const a of box.querySelectorAll('a[data-range]')) {
+      a.addEventListener('click', (e) => {
+        if (e.metaKey || e.ctrlKey || e.shiftKey || e.button !== 0) return;
+        e.preventDefault();
+        loadChart(a.getAttribute('data-range'));
+      });
+    }
+    lastChartNow = -1;
+  }
+  async function loadChart(range) {
+    const box = $('chart-box');
+    if (!box) return;
+    const key = range || box.getAttribute('data-range') || '';
+    const req = ++chartRequest;
+    try {
+      const res = await fetch(`/accounts/${accountSid}/chart?range=${encodeURIComponent(key)}`, { credentials: 'same-origin', headers: { Accept: 'text/html' } });
+      if (!res.ok || req !== chartRequest) return;
+      const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+      const fresh = doc.getElementById('chart-box');
+      const cur = $('chart-box');
+      if (!fresh || !cur || req !== chartRequest) return;
+      cur.replaceWith(document.importNode(fresh, true));
+      localizeChart();
+      if (range != null) {
+        query.range = key === '1h' ? '' : key;
+        updateURL();
+      }
+      schedule();
+    } catch (e) {
+      // Offline: the chart stays as it is until the next refresh.
+    }
+  }
+  localizeChart();
+  setInterval(() => loadChart(null), CHART_REFRESH_MS);
+
+  function renderChart(registeredNow) {
+    if (registeredNow === lastChartNow) return;
+    const el = $('chart-now');
+    if (!el) return;
+    lastChartNow = registeredNow;
+    el.textContent = String(registeredNow);
   }
 
   // ---- feed ----------------------------------------------------------------------
@@ -513,11 +557,12 @@ function startAccountPage(data) {
 
   const form = $('user-filter');
   if (form) {
-    const qIn = $('filter-q'), stIn = $('filter-status'), prIn = $('filter-protocol');
+    const qIn = $('filter-q'), stIn = $('filter-status'), prIn = $('filter-protocol'), flIn = $('filter-flapping');
     const apply = () => {
       query.q = qIn ? qIn.value : '';
       query.status = stIn ? stIn.value : '';
       query.protocol = prIn ? prIn.value : '';
+      query.flapping = flIn ? flIn.checked : false;
       query.page = 1;
       listDirty = true;
       lastList = 0; // the user is waiting: no throttling

@@ -138,18 +138,6 @@ func TestFeedComponent(t *testing.T) {
 	}
 }
 
-func TestChartComponent(t *testing.T) {
-	doc := parseHTML(t, renderString(t, chart(BuildChart([]int{1, 3, 2}))))
-	oneByTestID(t, doc, "online-chart")
-	line := byAttr(doc, "id", "chart-line")
-	if len(line) != 1 || attrVal(line[0], "points") != "0.0,78.0 300.0,6.0 600.0,42.0" {
-		t.Errorf("chart line = %v", renderNode(line[0]))
-	}
-	if textOf(oneByTestID(t, doc, "chart-now")) != "2" || textOf(oneByTestID(t, doc, "chart-max")) != "3" {
-		t.Errorf("chart labels wrong")
-	}
-}
-
 func TestClientFormNeverShowsPasswords(t *testing.T) {
 	c := store.Client{SID: "c0000000-0000-4000-8000-000000000001", AccountSID: acctA, Username: "alice",
 		Password: "s3cret-plain", IsActive: true, AllowDirectQueueCalling: true}

@@ -25,7 +25,9 @@ type pageData struct {
 	Query          queryData    `json:"query"`
 	Users          []streamUser `json:"users"`
 	Clients        []clientData `json:"clients"`
-	Series         []int        `json:"series"`
+	// Flapping names the users flapping at page load (the filter and tag;
+	// not kept live).
+	Flapping []string `json:"flapping"`
 }
 
 type queryData struct {
@@ -35,6 +37,8 @@ type queryData struct {
 	Sort     string `json:"sort"`
 	Dir      string `json:"dir"`
 	Page     int    `json:"page"`
+	Flapping bool   `json:"flapping"`
+	Range    string `json:"range"`
 }
 
 // streamUser is a registered user as the stream carries it (wire.User), plus
@@ -59,12 +63,8 @@ func buildPageData(a store.Account, clients []store.Client, users []hub.UserView
 	d := pageData{
 		AccountSID: a.SID, Realm: a.SIPRealm, Now: now.UnixMilli(), Epoch: st.Epoch, Seq: st.Seq,
 		PageSize: PageSize, ExpiringWithin: ExpiringWithin.Milliseconds(), FeedSize: FeedSize,
-		Query: queryData{q.Q, q.Status, q.Protocol, q.Sort, q.Dir(), q.Page},
-		Users: make([]streamUser, 0, len(users)), Clients: make([]clientData, 0, len(clients)),
-		Series: st.Series,
-	}
-	if d.Series == nil {
-		d.Series = []int{}
+		Query: queryData{q.Q, q.Status, q.Protocol, q.Sort, q.Dir(), q.Page, q.Flapping, q.Range},
+		Users: make([]streamUser, 0, len(users)), Clients: make([]clientData, 0, len(clients)), Flapping: []string{},
 	}
 	for _, u := range users {
 		su := streamUser{

@@ -269,6 +269,8 @@ type accountView struct {
 	Create    clientForm
 	CSRF      string
 	Managed   bool // clients are mirrored from jambonz: no create form
+	History   bool // the registration history is on: flapping filter
+	Flap      int  // FlapSessions
 }
 
 // loadAccount resolves {AccountSid} for the caller, answering 404 for a
@@ -356,6 +358,26 @@ func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.A
 	now := s.now()
 	q := ParseTableQuery(r.URL.Query())
 	rows := BuildRows(clients, users, now)
+	var flapping []string
+	if s.hist != nil {
+		// One query for the whole table, counted as Presence counts.
+		counts, err := s.hist.SessionCounts(r.Context(), a.SID, now)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		flap := map[string]bool{}
+		for name, c := range counts {
+			if c.Flapping(s.flap) {
+				flap[hub.Fold(name)] = true
+				flapping = append(flapping, name)
+			}
+		}
+		slices.Sort(flapping)
+		for i := range rows {
+			rows[i].Flapping = flap[hub.Fold(rows[i].Name)]
+		}
+	}
 	ss := sessionFrom(r.Context())
 	v := accountView{
 		Account:  a,
@@ -365,12 +387,17 @@ func (s *server) renderAccount(w http.ResponseWriter, r *http.Request, a store.A
 		Counters: Count(rows),
 		Query:    q,
 		Table:    ApplyQuery(rows, q, now),
-		Chart:    BuildChart(st.Series),
+		Chart:    s.buildAccountChart(r, a, q.Range, st, now),
 		Feed:     BuildFeed(recent),
 		Data:     buildPageData(a, clients, users, st, q, now),
 		Create:   create,
 		CSRF:     ss.CSRF(),
 		Managed:  s.managed,
+		History:  s.hist != nil,
+		Flap:     s.flap,
+	}
+	if flapping != nil {
+		v.Data.Flapping = flapping
 	}
 	v.Query.Page = v.Table.Page
 	v.Protocols = append([]string(nil), knownProtocols...)

@@ -20,6 +20,12 @@ import (
 type History interface {
 	RegistrationHistory(ctx context.Context, accountSID string, q store.HistoryQuery) ([]store.Session, *store.HistoryCursor, error)
 	UserHistory(ctx context.Context, accountSID, user string, now time.Time) (store.UserHistory, error)
+	// SessionCounts counts every user's sessions of the last day (the
+	// account page's flapping filter), in one query.
+	SessionCounts(ctx context.Context, accountSID string, now time.Time) (map[string]store.SessionCounts, error)
+	// OnlineSeries is the account's registered users over time (the
+	// account page's chart).
+	OnlineSeries(ctx context.Context, accountSID string, from, now time.Time, step time.Duration) (store.OnlineSeries, error)
 }
 
 // maxTimelineSessions bounds the sessions a user page reads (7 days).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,26 @@ import (
 type fakeHistory struct {
 	sessions map[string][]store.Session // by user
 	summary  map[string]store.UserHistory
+	counts   map[string]store.SessionCounts
+	// series answers OnlineSeries: called with the range asked for, it
+	// fills in users and no-data intervals.
+	series func(from, now time.Time, step time.Duration) store.OnlineSeries
+	mu     sync.Mutex
+	asked  []time.Duration // the steps OnlineSeries was asked for
+}
+
+func (f *fakeHistory) SessionCounts(context.Context, string, time.Time) (map[string]store.SessionCounts, error) {
+	return f.counts, nil
+}
+
+func (f *fakeHistory) OnlineSeries(_ context.Context, _ string, from, now time.Time, step time.Duration) (store.OnlineSeries, error) {
+	f.mu.Lock()
+	f.asked = append(f.asked, step)
+	f.mu.Unlock()
+	if f.series != nil {
+		return f.series(from, now, step), nil
+	}
+	return store.OnlineSeries{From: from, Now: now, Step: step, Users: make([]int, int((now.Sub(from)+step-1)/step))}, nil
 }
 
 func (f *fakeHistory) RegistrationHistory(_ context.Context, _ string, q store.HistoryQuery) ([]store.Session, *store.HistoryCursor, error) {

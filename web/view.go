@@ -67,6 +67,9 @@ type UserRow struct {
 	// The allow_direct_* flags: the registration's when registered (what the
 	// SBC granted, as REST and the stream report them), else the client's.
 	App, Queue, User bool
+	// Flapping: more sessions or NAT binding changes in the last hour than
+	// the dashboard's FlapSessions (from the registration history).
+	Flapping bool
 }
 
 // HasClient reports whether the row has a SIP client behind it.
@@ -189,7 +192,9 @@ type TableQuery struct {
 	Protocol string // "" or a protocol label
 	Sort     string // a column key
 	Desc     bool
-	Page     int // 1-based
+	Page     int    // 1-based
+	Flapping bool   // only flapping users
+	Range    string // the chart's range key; "" for the default
 }
 
 // sortKeys are the sortable columns, in table order.
@@ -213,6 +218,10 @@ func ParseTableQuery(v url.Values) TableQuery {
 		q.Sort = s
 	}
 	q.Desc = v.Get("dir") == "desc"
+	q.Flapping = v.Get("flapping") == "1"
+	if r := v.Get("range"); r != ChartRanges[0].Key && chartRange(r).Key == r {
+		q.Range = r
+	}
 	if n, err := strconv.Atoi(v.Get("page")); err == nil && n > 1 {
 		q.Page = n
 	}
@@ -239,6 +248,12 @@ func (q TableQuery) Values() url.Values {
 	}
 	if q.Page > 1 {
 		v.Set("page", strconv.Itoa(q.Page))
+	}
+	if q.Flapping {
+		v.Set("flapping", "1")
+	}
+	if q.Range != "" {
+		v.Set("range", q.Range)
 	}
 	return v
 }
@@ -274,6 +289,9 @@ func ApplyQuery(rows []UserRow, q TableQuery, now time.Time) Table {
 			continue
 		}
 		if q.Protocol != "" && (!r.Registered || protocolLabel(r.Protocol) != q.Protocol) {
+			continue
+		}
+		if q.Flapping && !r.Flapping {
 			continue
 		}
 		out = append(out, r)
@@ -334,50 +352,6 @@ func cmpBool(a, b bool) int {
 		return 1
 	}
 	return -1
-}
-
-// Chart is the inline SVG line of the registered count over the last hour.
-type Chart struct {
-	Series []int
-	Points string // the polyline's points attribute
-	Max    int    // the value at the top of the chart
-	Last   int
-}
-
-// Chart geometry, shared with dashboard.js (keep in sync).
-const (
-	chartWidth  = 600
-	chartHeight = 120
-	chartPad    = 6
-)
-
-// BuildChart lays out series (oldest first) as SVG points on a
-// chartWidth × chartHeight canvas, scaled so the largest value touches the top.
-func BuildChart(series []int) Chart {
-	c := Chart{Series: series, Max: 1}
-	for _, v := range series {
-		c.Max = max(c.Max, v)
-	}
-	if len(series) > 0 {
-		c.Last = series[len(series)-1]
-	}
-	var b strings.Builder
-	n := len(series)
-	for i, v := range series {
-		x := 0.0
-		if n > 1 {
-			x = float64(i) * chartWidth / float64(n-1)
-		}
-		y := chartHeight - chartPad - float64(v)*(chartHeight-2*chartPad)/float64(c.Max)
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(strconv.FormatFloat(x, 'f', 1, 64))
-		b.WriteByte(',')
-		b.WriteString(strconv.FormatFloat(y, 'f', 1, 64))
-	}
-	c.Points = b.String()
-	return c
 }
 
 // FeedItem is one change in the live feed.

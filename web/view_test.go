@@ -185,20 +185,6 @@ func TestApplyQueryPages(t *testing.T) {
 	}
 }
 
-func TestBuildChart(t *testing.T) {
-	c := BuildChart([]int{0, 5, 10})
-	if c.Max != 10 || c.Last != 10 {
-		t.Errorf("max %d last %d", c.Max, c.Last)
-	}
-	if c.Points != "0.0,114.0 300.0,60.0 600.0,6.0" {
-		t.Errorf("points = %q", c.Points)
-	}
-	flat := BuildChart(make([]int, 60))
-	if flat.Max != 1 || !strings.HasPrefix(flat.Points, "0.0,114.0 ") || strings.Count(flat.Points, " ") != 59 {
-		t.Errorf("flat = %+v", flat)
-	}
-}
-
 func TestBuildFeed(t *testing.T) {
 	f := BuildFeed([]*hub.Change{
 		{Seq: 7, Event: hub.EventExpired, User: "bob", Time: t0},
@@ -248,7 +234,7 @@ func TestBuildPageData(t *testing.T) {
 		`"name":"alice","contact":"sip:alice@10.0.0.1:5060","expiryTime":` + fmt.Sprint(t0.Add(time.Hour).UnixMilli()),
 		`"protocol":"udp","allow_direct_app_calling":0,"allow_direct_queue_calling":1,"allow_direct_user_calling":1,"registered_status":"active","proxy":"sip:203.0.113.1:5060"`,
 		`"name":"bob","contact":"sip:bob@10.0.0.2","expiryTime":`, `"proxy":null`,
-		`"last_event":"refreshed"`, `"series":[1,2]`, `"expiring_within_ms":60000`,
+		`"last_event":"refreshed"`, `"flapping":[]`, `"expiring_within_ms":60000`,
 		`{"name":"Bob","sid":"c0000000-0000-4000-8000-000000000002","active":false,"app":false,"queue":false,"user":false}`,
 	} {
 		if !strings.Contains(s, want) {
@@ -261,7 +247,7 @@ func TestBuildPageData(t *testing.T) {
 	// Empty realm: never null arrays for the JS.
 	d = buildPageData(store.Account{SID: acctC}, nil, nil, hub.Stats{}, TableQuery{}, t0)
 	b, _ = json.Marshal(d)
-	if !strings.Contains(string(b), `"users":[],"clients":[],"series":[]`) {
+	if !strings.Contains(string(b), `"users":[],"clients":[],"flapping":[]`) {
 		t.Errorf("empty page data = %s", b)
 	}
 }

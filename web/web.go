@@ -196,6 +196,7 @@ func (s *server) routes() http.Handler {
 		r.Use(s.requireSession)
 		r.Get("/", s.handleHome())
 		r.Get("/accounts/{AccountSid}", s.handleAccount())
+		r.Get("/accounts/{AccountSid}/chart", s.handleChart())
 		r.Get("/accounts/{AccountSid}/users/{name}", s.handleUser())
 		r.Get("/accounts/{AccountSid}/clients/new", s.clientWrite(s.handleClientNew()))
 		r.Post("/accounts/{AccountSid}/clients", s.clientWrite(s.handleClientCreate()))
