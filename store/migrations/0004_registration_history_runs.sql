@@ -1,4 +1,4 @@
--- 0003_registration_history_runs: when the history writer was recording.
+-- 0004_registration_history_runs: when the history writer was recording.
 --
 -- One row per run of the writer (a process with --registration-history, or
 -- the cluster replica holding the writer lease): from its first
