@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -258,5 +259,26 @@ func TestHistoryRuns(t *testing.T) {
 	rig.stop()
 	if read(); n != 1 {
 		t.Errorf("%d runs, want 1", n)
+	}
+}
+
+// TestHistoryExplain: the plans of the history's reads come back as text
+// (presencehub-bench history prints them).
+func TestHistoryExplain(t *testing.T) {
+	now := time.Now()
+	db, acct, _ := chartDB(t, now)
+	seedSession(t, db, acct, "a", "", now.Add(-time.Hour), now.Add(-time.Minute))
+	ctx := context.Background()
+	for name, f := range map[string]func() (string, error){
+		"RegistrationHistory": func() (string, error) {
+			return db.ExplainRegistrationHistory(ctx, acct.SID, HistoryQuery{User: "a", Limit: 10})
+		},
+		"OnlineSeries":  func() (string, error) { return db.ExplainOnlineSeries(ctx, acct.SID, now.Add(-time.Hour), now, time.Minute) },
+		"SessionCounts": func() (string, error) { return db.ExplainSessionCounts(ctx, acct.SID, now) },
+	} {
+		plan, err := f()
+		if err != nil || !strings.Contains(plan, "Execution Time") || !strings.Contains(plan, "registration_sessions") {
+			t.Errorf("%s: plan %q, err %v", name, plan, err)
+		}
 	}
 }

@@ -81,29 +81,8 @@ func (db *DB) RegistrationHistory(ctx context.Context, accountSID string, q Hist
 	if q.Limit < 1 {
 		q.Limit = 1
 	}
-	var sb strings.Builder
-	sb.WriteString(`SELECT id, user_name, contact, protocol, proxy, started_at,
-		CASE WHEN ended_at = 'infinity' THEN NULL ELSE ended_at END, COALESCE(end_reason, ''), refreshes, last_refresh
-		FROM registration_sessions WHERE account_sid = $1`)
-	args := []any{sid}
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	if q.User != "" {
-		sb.WriteString(" AND user_name = " + arg(q.User))
-	}
-	if !q.Since.IsZero() {
-		sb.WriteString(" AND ended_at >= " + arg(q.Since))
-	}
-	if !q.Until.IsZero() {
-		sb.WriteString(" AND started_at <= " + arg(q.Until))
-	}
-	if q.After != nil {
-		sb.WriteString(" AND (started_at, id) < (" + arg(q.After.Started) + "::timestamptz, " + arg(q.After.ID) + "::bigint)")
-	}
-	sb.WriteString(" ORDER BY started_at DESC, id DESC LIMIT " + arg(q.Limit+1))
-	rows, err := db.pool.Query(ctx, sb.String(), args...)
+	query, args := historySQL(sid, q)
+	rows, err := db.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, nil, mapError(err, "registration history", "")
 	}
@@ -132,6 +111,34 @@ func (db *DB) RegistrationHistory(ctx context.Context, accountSID string, q Hist
 	out = out[:q.Limit]
 	last := out[len(out)-1]
 	return out, &HistoryCursor{Started: last.Started, ID: last.ID}, nil
+}
+
+// historySQL is RegistrationHistory's query: one more row than q.Limit,
+// newest first.
+func historySQL(sid string, q HistoryQuery) (string, []any) {
+	var sb strings.Builder
+	sb.WriteString(`SELECT id, user_name, contact, protocol, proxy, started_at,
+		CASE WHEN ended_at = 'infinity' THEN NULL ELSE ended_at END, COALESCE(end_reason, ''), refreshes, last_refresh
+		FROM registration_sessions WHERE account_sid = $1`)
+	args := []any{sid}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.User != "" {
+		sb.WriteString(" AND user_name = " + arg(q.User))
+	}
+	if !q.Since.IsZero() {
+		sb.WriteString(" AND ended_at >= " + arg(q.Since))
+	}
+	if !q.Until.IsZero() {
+		sb.WriteString(" AND started_at <= " + arg(q.Until))
+	}
+	if q.After != nil {
+		sb.WriteString(" AND (started_at, id) < (" + arg(q.After.Started) + "::timestamptz, " + arg(q.After.ID) + "::bigint)")
+	}
+	sb.WriteString(" ORDER BY started_at DESC, id DESC LIMIT " + arg(q.Limit+1))
+	return sb.String(), args
 }
 
 // UserHistory sums up one user's sessions as of now.

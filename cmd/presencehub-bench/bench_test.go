@@ -239,3 +239,18 @@ func TestRESTReferenceAnswers(t *testing.T) {
 		}
 	}
 }
+
+func TestSummarizePlan(t *testing.T) {
+	plan := `Limit  (cost=0.29..40.1 rows=101 width=100) (actual time=0.1..0.5 rows=101 loops=1)
+  Buffers: shared hit=74 read=3
+  ->  Merge Append  (cost=0.29..4000 rows=10000 width=100) (actual time=0.1..0.4 rows=101 loops=1)
+        ->  Index Scan using registration_sessions_20261101_account_sid_user_name_started_idx on registration_sessions_20261101 s_1  (cost=0.29..8 rows=1 width=100)
+        ->  Index Scan using registration_sessions_2026110_account_sid_user_name_starte_idx1 on registration_sessions_20261102 s_2  (cost=0.29..8 rows=1 width=100)
+        ->  Seq Scan on registration_sessions_20261201 s_3  (cost=0.00..0.00 rows=1 width=26)
+Planning Time: 1.0 ms
+Execution Time: 0.612 ms`
+	want := "Index Scan (account_sid, user_name, started_at DESC, id DESC) ×2, Seq Scan ×1; buffers hit=74 read=3; executed in 0.612 ms"
+	if got := summarizePlan(plan); got != want {
+		t.Errorf("summarizePlan =\n%s\nwant\n%s", got, want)
+	}
+}

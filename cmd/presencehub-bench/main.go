@@ -27,6 +27,10 @@ every size is also a flag: presencehub-bench <name> --help):
            resync after the Redis subscription is killed
   expiry   delay from a registration's expiryTime to the "expired" event at a
            subscriber, next to Redis's own "expired" notification
+  history  the registration history's cost: history on versus off in the same
+           window (subscribers' p99, server CPU, rows written per change), and
+           RegistrationHistory, chart and flapping query times on 1,000,000
+           bulk-loaded sessions with their EXPLAIN (ANALYZE, BUFFERS)
   floor    the machine's floor under "stream": the CPU of moving as many
            messages over as many loopback TCP connections, with no websocket,
            Redis or hub (needs no Redis, PostgreSQL or server)
@@ -58,7 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"rest-reference": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
 			return benchRESTReference(args, os.Stdin, stdout) // the REST benchmark's do-nothing handler, a process of its own
 		},
-		"resync": benchResync,
-		"expiry": benchExpiry,
+		"resync":  benchResync,
+		"expiry":  benchExpiry,
+		"history": benchHistory,
 	}}.Run(ctx, args, getenv, stdout, stderr)
 }
