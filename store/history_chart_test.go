@@ -273,7 +273,9 @@ func TestHistoryExplain(t *testing.T) {
 		"RegistrationHistory": func() (string, error) {
 			return db.ExplainRegistrationHistory(ctx, acct.SID, HistoryQuery{User: "a", Limit: 10})
 		},
-		"OnlineSeries":  func() (string, error) { return db.ExplainOnlineSeries(ctx, acct.SID, now.Add(-time.Hour), now, time.Minute) },
+		"OnlineSeries": func() (string, error) {
+			return db.ExplainOnlineSeries(ctx, acct.SID, now.Add(-time.Hour), now, time.Minute)
+		},
 		"SessionCounts": func() (string, error) { return db.ExplainSessionCounts(ctx, acct.SID, now) },
 	} {
 		plan, err := f()
