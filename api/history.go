@@ -70,16 +70,22 @@ func parseMillis(q url.Values, name string) (time.Time, error) {
 	return time.UnixMilli(n), nil
 }
 
+// historyAccount resolves {AccountSid} for the caller of a history
+// endpoint; errHistoryOff when the registration history is off.
+func (s *server) historyAccount(r *http.Request) (store.Account, error) {
+	a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+	if err == nil && s.hist == nil {
+		err = errHistoryOff
+	}
+	return a, err
+}
+
 // handleRegistrationHistory answers GET /v1/Accounts/{AccountSid}/RegistrationHistory.
 func (s *server) handleRegistrationHistory() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		a, err := s.historyAccount(r)
 		if err != nil {
 			fail(w, r, s.log, err)
-			return
-		}
-		if s.hist == nil {
-			fail(w, r, s.log, errHistoryOff)
 			return
 		}
 		q, err := s.historyQuery(r.URL.Query())
@@ -164,13 +170,9 @@ type presenceJSON struct {
 // the current status from the hub and the user's recent history.
 func (s *server) handlePresence() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, err := s.account(r.Context(), chi.URLParam(r, "AccountSid"))
+		a, err := s.historyAccount(r)
 		if err != nil {
 			fail(w, r, s.log, err)
-			return
-		}
-		if s.hist == nil {
-			fail(w, r, s.log, errHistoryOff)
 			return
 		}
 		name, err := clientParam(r)

@@ -276,48 +276,48 @@ type accountView struct {
 // loadAccount resolves {AccountSid} for the caller, answering 404 for a
 // malformed or unknown sid and 403 for another tenant's account.
 func (s *server) loadAccount(w http.ResponseWriter, r *http.Request) (store.Account, bool) {
-	sid := chi.URLParam(r, "AccountSid")
-	if !store.ValidSID(sid) {
-		s.notFound(w, r)
-		return store.Account{}, false
-	}
-	a, err := s.accounts.Account(r.Context(), sid)
-	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
-		s.notFound(w, r)
-		return store.Account{}, false
-	case err != nil:
-		s.internalError(w, r, err)
-		return store.Account{}, false
-	}
-	if !sessionFrom(r.Context()).Principal.CanSeeAccount(a) {
+	a, ok := load(s, w, r, "AccountSid", s.accounts.Account)
+	if ok && !sessionFrom(r.Context()).Principal.CanSeeAccount(a) {
 		s.forbidden(w, r)
 		return store.Account{}, false
 	}
-	return a, true
+	return a, ok
 }
 
-// loadClient resolves {ClientSid} within account a (404 otherwise).
-func (s *server) loadClient(w http.ResponseWriter, r *http.Request, a store.Account) (store.Client, bool) {
-	sid := chi.URLParam(r, "ClientSid")
+// loadClient resolves {AccountSid} as loadAccount does and {ClientSid}
+// within it (404 otherwise).
+func (s *server) loadClient(w http.ResponseWriter, r *http.Request) (store.Account, store.Client, bool) {
+	a, ok := s.loadAccount(w, r)
+	if !ok {
+		return a, store.Client{}, false
+	}
+	c, ok := load(s, w, r, "ClientSid", s.clients.Client)
+	if ok && c.AccountSID != a.SID {
+		s.notFound(w, r)
+		return a, store.Client{}, false
+	}
+	return a, c, ok
+}
+
+// load reads the row the sid in URL parameter param names, answering 404
+// for a malformed or unknown sid and 500 when the read fails otherwise.
+func load[T any](s *server, w http.ResponseWriter, r *http.Request, param string, get func(context.Context, string) (T, error)) (T, bool) {
+	var zero T
+	sid := chi.URLParam(r, param)
 	if !store.ValidSID(sid) {
 		s.notFound(w, r)
-		return store.Client{}, false
+		return zero, false
 	}
-	c, err := s.clients.Client(r.Context(), sid)
+	v, err := get(r.Context(), sid)
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		s.notFound(w, r)
-		return store.Client{}, false
+		return zero, false
 	case err != nil:
 		s.internalError(w, r, err)
-		return store.Client{}, false
+		return zero, false
 	}
-	if c.AccountSID != a.SID {
-		s.notFound(w, r)
-		return store.Client{}, false
-	}
-	return c, true
+	return v, true
 }
 
 var knownProtocols = []string{"udp", "tcp", "tls", "ws", "wss"}
@@ -553,16 +553,7 @@ func (s *server) handleClientCreate() http.HandlerFunc {
 			AllowDirectAppCalling: f.App, AllowDirectQueueCalling: f.Queue, AllowDirectUserCalling: f.User}
 		created, err := s.clients.CreateClient(r.Context(), c, password)
 		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				s.notFound(w, r)
-				return
-			}
-			status, ok := storeFormError(&f, err)
-			if !ok {
-				s.internalError(w, r, err)
-				return
-			}
-			s.renderClientPage(w, r, status, a, f)
+			s.writeFailed(w, r, a, f, err)
 			return
 		}
 		s.log.Info("sip client created from the dashboard", "account", a.SID, "client", created.SID,
@@ -573,11 +564,7 @@ func (s *server) handleClientCreate() http.HandlerFunc {
 
 func (s *server) handleClientEdit() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a, ok := s.loadAccount(w, r)
-		if !ok {
-			return
-		}
-		c, ok := s.loadClient(w, r, a)
+		a, c, ok := s.loadClient(w, r)
 		if !ok {
 			return
 		}
@@ -590,11 +577,7 @@ func (s *server) handleClientUpdate() http.HandlerFunc {
 		if !s.checkCSRF(w, r) {
 			return
 		}
-		a, ok := s.loadAccount(w, r)
-		if !ok {
-			return
-		}
-		c, ok := s.loadClient(w, r, a)
+		a, c, ok := s.loadClient(w, r)
 		if !ok {
 			return
 		}
@@ -611,16 +594,7 @@ func (s *server) handleClientUpdate() http.HandlerFunc {
 			u.Password = &password
 		}
 		if err := s.clients.UpdateClient(r.Context(), c.SID, u); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				s.notFound(w, r)
-				return
-			}
-			status, ok := storeFormError(&f, err)
-			if !ok {
-				s.internalError(w, r, err)
-				return
-			}
-			s.renderClientPage(w, r, status, a, f)
+			s.writeFailed(w, r, a, f, err)
 			return
 		}
 		s.log.Info("sip client updated from the dashboard", "account", a.SID, "client", c.SID,
@@ -634,11 +608,7 @@ func (s *server) handleClientDelete() http.HandlerFunc {
 		if !s.checkCSRF(w, r) {
 			return
 		}
-		a, ok := s.loadAccount(w, r)
-		if !ok {
-			return
-		}
-		c, ok := s.loadClient(w, r, a)
+		a, c, ok := s.loadClient(w, r)
 		if !ok {
 			return
 		}
@@ -654,6 +624,22 @@ func (s *server) handleClientDelete() http.HandlerFunc {
 			"key", sessionFrom(r.Context()).Principal.KeySID)
 		http.Redirect(w, r, accountURL(a.SID)+"?deleted="+url.QueryEscape(c.Username), http.StatusSeeOther)
 	}
+}
+
+// writeFailed answers a create or update of a client that the store
+// refused: 404 for a client gone meanwhile, the form again with the error
+// at its field for a client mistake, 500 otherwise.
+func (s *server) writeFailed(w http.ResponseWriter, r *http.Request, a store.Account, f clientForm, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		s.notFound(w, r)
+		return
+	}
+	status, ok := storeFormError(&f, err)
+	if !ok {
+		s.internalError(w, r, err)
+		return
+	}
+	s.renderClientPage(w, r, status, a, f)
 }
 
 func accountURL(sid string) string { return "/accounts/" + sid }
