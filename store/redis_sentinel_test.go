@@ -4,13 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,37 +14,6 @@ import (
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/store/storetest"
 )
-
-// startSentinel runs `redis-server <conf> --sentinel` watching master as
-// "mymaster", killed when the test ends.
-func startSentinel(t *testing.T, masterAddr string) string {
-	t.Helper()
-	host, port, _ := net.SplitHostPort(masterAddr)
-	sp := freeTCPPort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sentinel.conf")
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
-		"sentinel monitor mymaster %s %s 2\n"+
-		"sentinel down-after-milliseconds mymaster 2000\n"+
-		"sentinel failover-timeout mymaster 10000\n"+
-		"sentinel parallel-syncs mymaster 1\n", sp, dir, host, port)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("redis-server", conf, "--sentinel")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sentinel: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(sp)
-	sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { sc.Close() })
-	waitFor(t, 10*time.Second, "sentinel "+addr+" up", func() bool {
-		return sc.Ping(context.Background()).Err() == nil
-	}, func() string { return "" })
-	return addr
-}
 
 // timedSink is a fakeSink that notes when each update arrived.
 type timedSink struct {
@@ -84,25 +47,11 @@ func (s *timedSink) Update(updates ...hub.Update) {
 // two updates around the failover.
 func TestRedisSentinelFailover(t *testing.T) {
 	ctx := context.Background()
-	master := storetest.StartRedis(t)
-	_, mport, _ := net.SplitHostPort(master.Addr)
-	replica := storetest.StartRedis(t, storetest.WithoutNotifications(), storetest.WithArgs("--replicaof", "127.0.0.1", mport))
-	var sentinels []string
-	for range 3 {
-		sentinels = append(sentinels, startSentinel(t, master.Addr))
-	}
-	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinels[0]})
-	defer sc.Close()
-	waitFor(t, 20*time.Second, "sentinel sees the replica in sync", func() bool {
-		reps, err := sc.Replicas(ctx, "mymaster").Result()
-		if err != nil || len(reps) == 0 {
-			return false
-		}
-		return reps[0]["flags"] == "slave" && reps[0]["master-link-status"] == "ok"
-	}, func() string { r, err := sc.Replicas(ctx, "mymaster").Result(); return fmt.Sprint(r, err) })
+	set := storetest.StartSentinelSet(t)
+	master, replica, sentinels := set.Master, set.Replica, set.Sentinels
 
 	src, err := store.NewRedisSource(store.RedisOptions{
-		URL: "redis://unused/0", Sentinels: sentinels, SentinelMaster: "mymaster",
+		URL: "redis://unused/0", Sentinels: sentinels, SentinelMaster: storetest.SentinelMaster,
 		ConfigureNotifications: true, ReconcileEvery: -1, Logger: slog.New(&logRecorder{}),
 	})
 	if err != nil {
@@ -124,7 +73,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	// The writer: what an SBC does, through a Sentinel-aware client, at
 	// 500 changes a second over 200 users, retrying a write that fails
 	// while the master changes.
-	wc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "mymaster", SentinelAddrs: sentinels})
+	wc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: storetest.SentinelMaster, SentinelAddrs: sentinels})
 	defer wc.Close()
 	stopWriting := make(chan struct{})
 	writerDone := make(chan int)
@@ -161,14 +110,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 
 	time.Sleep(time.Second)
 	before := master.Addr
-	failoverAt := time.Now()
-	if err := sc.Failover(ctx, "mymaster").Err(); err != nil {
-		t.Fatalf("SENTINEL FAILOVER: %v", err)
-	}
-	waitFor(t, 30*time.Second, "the replica promoted", func() bool {
-		addr, err := sc.GetMasterAddrByName(ctx, "mymaster").Result()
-		return err == nil && net.JoinHostPort(addr[0], addr[1]) == replica.Addr
-	}, func() string { a, err := sc.GetMasterAddrByName(ctx, "mymaster").Result(); return fmt.Sprint(a, err) })
+	failoverAt := set.Failover(t)
 	time.Sleep(2 * time.Second) // changes after the failover
 	close(stopWriting)
 	writes := <-writerDone

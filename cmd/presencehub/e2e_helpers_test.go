@@ -60,10 +60,14 @@ func startInstance(t *testing.T, redisOpts ...storetest.RedisOption) *instance {
 func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...storetest.RedisOption) *instance {
 	t.Helper()
 	in := &instance{t: t, stderr: &lockedBuffer{}}
-	in.redis = storetest.StartRedis(t, redisOpts...)
-	in.rdb = in.redis.Client(t)
+	redisURL := extraEnv["PRESENCEHUB_REDIS_URL"]
+	if extraEnv["PRESENCEHUB_REDIS_SENTINELS"] == "" { // else the test brings its own Redis topology
+		in.redis = storetest.StartRedis(t, redisOpts...)
+		in.rdb = in.redis.Client(t)
+		redisURL = in.redis.URL
+	}
 	in.env = map[string]string{
-		"PRESENCEHUB_REDIS_URL":      in.redis.URL,
+		"PRESENCEHUB_REDIS_URL":      redisURL,
 		"PRESENCEHUB_DATABASE_URL":   storetest.NewDatabase(t),
 		"PRESENCEHUB_ENCRYPTION_KEY": "e2e-test-secret",
 		"PRESENCEHUB_LISTEN":         "127.0.0.1:0",
