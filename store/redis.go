@@ -219,6 +219,10 @@ func NewRedisSource(opts RedisOptions) (*RedisSource, error) {
 // master is.
 const redisSentinelPoll = 500 * time.Millisecond
 
+// redisMasterRetry is the pause before a session starts again when the node
+// reached was not the master yet.
+const redisMasterRetry = 20 * time.Millisecond
+
 // masterAddr asks the Sentinels, in turn, for the master's address.
 func (s *RedisSource) masterAddr(ctx context.Context) (string, error) {
 	var last error = errors.New("no sentinel")
@@ -234,19 +238,109 @@ func (s *RedisSource) masterAddr(ctx context.Context) (string, error) {
 	return "", last
 }
 
+// errMasterMoved ends a session whose Sentinels name another master. It is
+// no trouble with the connection, so Watch starts the next session at once,
+// without the reconnect backoff: every millisecond of it would be a pause in
+// the stream (presencehub-bench failover measures that pause).
+var errMasterMoved = errors.New("redis sentinel: the master moved")
+
+// useNode makes the data client a plain one of addr, with the Sentinel
+// client's settings (credentials, database, TLS, timeouts), and returns the
+// function that closes it and restores the Sentinel client. Only the
+// goroutine running Watch calls it, between sessions' uses of s.rdb.
+func (s *RedisSource) useNode(addr string) (restore func()) {
+	failover := s.rdb
+	o := *failover.Options()
+	o.Addr, o.Dialer = addr, nil
+	s.rdb = redis.NewClient(&o)
+	return func() {
+		_ = s.rdb.Close()
+		s.rdb = failover
+	}
+}
+
+// checkMaster makes sure that, with Sentinel, the data connection reaches
+// the master: right after a failover the client's own Sentinel may still
+// name the demoted node, which resynchronises from the new master without
+// keyspace events. A session must not subscribe there; it starts again
+// shortly (errMasterMoved).
+func (s *RedisSource) checkMaster(ctx context.Context) error {
+	if len(s.sentinels) == 0 {
+		return nil
+	}
+	role, err := s.rdb.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return fmt.Errorf("redis %s: role: %w", s.addr, err)
+	}
+	if len(role) == 0 || role[0] != "master" {
+		return fmt.Errorf("%w: the node reached is a %v, not the master yet", errMasterMoved, role[0])
+	}
+	return nil
+}
+
 // followMaster ends the session when the Sentinels name another master
 // than the one it started on. After a failover the old master may live on
 // as a replica, still publishing the replicated writes' events, so the
 // subscription would not break by itself; a new session subscribes on the
 // new master, checks its notify-keyspace-events as at start (configuration
 // is not replicated) and resyncs, which emits only the differences.
+//
+// The Sentinels announce a finished failover on their +switch-master
+// channel, which followMaster listens to, so the switch starts at once: the
+// demoted master stops relaying events while it resynchronises with the
+// new one, and until the switch the stream would pause. Asking the
+// Sentinels every redisSentinelPoll is the safety net for a missed
+// announcement.
 func (s *RedisSource) followMaster(ctx context.Context, fail context.CancelCauseFunc, master string) {
+	moved := func(to string) {
+		s.log.Info("redis sentinel: the master moved; following it", "from", master, "to", to)
+		fail(fmt.Errorf("%w from %s to %s", errMasterMoved, master, to))
+	}
+	announced := make(chan string, len(s.sentinels))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, sc := range s.sentinels {
+		ps := sc.Subscribe(ctx, "+switch-master")
+		stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer stop()
+			defer ps.Close()
+			for ctx.Err() == nil {
+				msg, err := ps.ReceiveMessage(ctx)
+				if err != nil {
+					// This Sentinel is away (the client resubscribes on
+					// the next receive) or the session is over.
+					select {
+					case <-ctx.Done():
+					case <-time.After(redisSentinelPoll):
+					}
+					continue
+				}
+				// "<name> <old ip> <old port> <new ip> <new port>"
+				f := strings.Fields(msg.Payload)
+				if len(f) == 5 && f[0] == s.opts.SentinelMaster {
+					select {
+					case announced <- net.JoinHostPort(f[3], f[4]):
+					default:
+					}
+				}
+			}
+		}()
+	}
 	t := time.NewTicker(redisSentinelPoll)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case a := <-announced:
+			if master != "" && a != master {
+				moved(a)
+				return
+			}
+			continue
 		case <-t.C:
 		}
 		a, err := s.masterAddr(ctx)
@@ -256,8 +350,7 @@ func (s *RedisSource) followMaster(ctx context.Context, fail context.CancelCause
 		case master == "":
 			master = a
 		case a != master:
-			s.log.Info("redis sentinel: the master moved; following it", "from", master, "to", a)
-			fail(fmt.Errorf("redis sentinel: master moved from %s to %s", master, a))
+			moved(a)
 			return
 		}
 	}
@@ -442,6 +535,21 @@ func (s *RedisSource) Watch(ctx context.Context, sink hub.Sink) error {
 		if synced {
 			delay = redisBackoffMin
 		}
+		if errors.Is(err, errMasterMoved) {
+			// Not trouble: at once, or after a moment while the client's
+			// Sentinel catches up (checkMaster).
+			s.setProblem("following the new redis master")
+			s.m.reconnects.Add(1)
+			if synced {
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(redisMasterRetry):
+			}
+			continue
+		}
 		wait := delay/2 + randv2.N(delay/2+1)
 		delay = min(delay*2, redisBackoffMax)
 		if errors.Is(err, ErrNotifications) {
@@ -499,6 +607,16 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 	var master string
 	if len(s.sentinels) > 0 {
 		master, _ = s.masterAddr(ctx)
+		if master != "" {
+			// The session talks to the node the Sentinels name, and only to
+			// it: the Sentinel-aware client's pool may still hold
+			// connections to the demoted master for a moment after a
+			// failover, and a read there is stale.
+			defer s.useNode(master)()
+		}
+	}
+	if err := s.checkMaster(ctx); err != nil {
+		return false, err
 	}
 	if err := s.Check(ctx); err != nil {
 		return false, err
@@ -534,6 +652,10 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 
 	if err := s.resync(ctx, sink); err != nil {
 		return false, err
+	}
+	// Still the master: a failover during the load starts over.
+	if err := s.checkMaster(ctx); err != nil {
+		return true, err
 	}
 	s.connected.Store(true)
 	var tick <-chan time.Time

@@ -31,6 +31,10 @@ every size is also a flag: presencehub-bench <name> --help):
            window (subscribers' p99, server CPU, rows written per change), and
            RegistrationHistory, chart and flapping query times on 1,000,000
            bulk-loaded sessions with their EXPLAIN (ANALYZE, BUFFERS)
+  failover Redis Sentinel failover as the stream's subscribers see it: the
+           longest pause between change frames, next to the writer's own,
+           and every subscriber and REST equal to the new master afterwards
+           (builds its own master, replica and three Sentinels)
   floor    the machine's floor under "stream": the CPU of moving as many
            messages over as many loopback TCP connections, with no websocket,
            Redis or hub (needs no Redis, PostgreSQL or server)
@@ -62,8 +66,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"rest-reference": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
 			return benchRESTReference(args, os.Stdin, stdout) // the REST benchmark's do-nothing handler, a process of its own
 		},
-		"resync":  benchResync,
-		"expiry":  benchExpiry,
-		"history": benchHistory,
+		"resync":   benchResync,
+		"expiry":   benchExpiry,
+		"history":  benchHistory,
+		"failover": benchFailover,
 	}}.Run(ctx, args, getenv, stdout, stderr)
 }

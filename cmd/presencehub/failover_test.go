@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/api/client"
+	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/store/storetest"
 )
@@ -29,26 +30,6 @@ func (c *changeClock) add(at time.Time) {
 	c.mu.Lock()
 	c.times = append(c.times, at)
 	c.mu.Unlock()
-}
-
-// longestPause returns the longest pause between two consecutive times in
-// [from, to], and where it began and ended.
-func longestPause(times []time.Time, from, to time.Time) (d time.Duration, start, end time.Time) {
-	var prev time.Time
-	for _, at := range times {
-		if at.Before(from) {
-			prev = at
-			continue
-		}
-		if at.After(to) {
-			break
-		}
-		if !prev.IsZero() && at.Sub(prev) > d {
-			d, start, end = at.Sub(prev), prev, at
-		}
-		prev = at
-	}
-	return d, start, end
 }
 
 // TestSentinelFailoverEndToEnd: serve follows jambonz's Redis behind three
@@ -212,6 +193,17 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 				out[u.Name] = *u.Contact
 			}
 		}
+		// The GET list names the same users.
+		var list []string
+		in.call(key, "GET", "/v1/Accounts/"+acct+"/RegisteredSipUsers", nil, 200, &list)
+		for _, aor := range list {
+			if _, ok := out[strings.TrimSuffix(aor, "@"+realm)]; !ok {
+				out[strings.TrimSuffix(aor, "@"+realm)] = "(in the GET list only)"
+			}
+		}
+		if len(list) != len(users) {
+			out["(GET list)"] = fmt.Sprintf("%d users, POST %d", len(list), len(users))
+		}
 		return out
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -239,11 +231,11 @@ func TestSentinelFailoverEndToEnd(t *testing.T) {
 
 	// What each subscriber saw around the failover.
 	from, to := failoverAt.Add(-time.Second), promotedAt.Add(2*time.Second)
-	writerPause, ws, we := longestPause(writeTimes, from, to)
+	writerPause, ws, we := benchkit.LongestPause(writeTimes, from, to)
 	var pauses []time.Duration
 	for i, clk := range clocks {
 		clk.mu.Lock()
-		d, start, end := longestPause(clk.times, from, to)
+		d, start, end := benchkit.LongestPause(clk.times, from, to)
 		clk.mu.Unlock()
 		gaps, resumes, snaps := subs[i].Stats()
 		t.Logf("subscriber %d: longest pause between change frames %v (from %v to %v after SENTINEL FAILOVER); gaps %d, resumes %d, snapshots %d",

@@ -212,11 +212,18 @@ func TestJambonzDropIn(t *testing.T) {
 		}
 	}
 
-	// The stream with the account key.
+	// The stream with each kind of jambonz key.
+	for name, key := range map[string]string{"account": acctKey, "service provider": spKey, "admin": adminKey} {
+		ws := dial(t, in.wsURL(), key)
+		ws.send(map[string]any{"type": "subscribe", "id": "s", "account_sid": acme})
+		if snap := ws.expect("snapshot", "", "", 2*time.Second); len(snap.Users) != 1 || snap.Users[0].Name != "alice" {
+			t.Errorf("stream with the %s key: snapshot %s, want alice", name, snap.Raw)
+		}
+	}
 	ws := dial(t, in.wsURL(), acctKey)
-	ws.send(map[string]any{"type": "subscribe", "id": "s", "account_sid": acme})
-	if snap := ws.expect("snapshot", "", "", 2*time.Second); len(snap.Users) != 1 || snap.Users[0].Name != "alice" {
-		t.Errorf("snapshot %s: want alice", snap.Raw)
+	ws.send(map[string]any{"type": "subscribe", "id": "s", "account_sid": globex})
+	if fr := ws.expect("error", "", "", 2*time.Second); fr.Code != "forbidden" {
+		t.Errorf("stream with the account key, other account: %s, want a forbidden error", fr.Raw)
 	}
 
 	// A key created in jambonz works on first use, before any sync.

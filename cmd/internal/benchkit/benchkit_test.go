@@ -89,3 +89,33 @@ func TestParseMetric(t *testing.T) {
 		t.Error("parseMetric of a missing metric: no error")
 	}
 }
+
+func TestLongestPause(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms ...int) []time.Time {
+		var out []time.Time
+		for _, m := range ms {
+			out = append(out, t0.Add(time.Duration(m)*time.Millisecond))
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		times      []time.Time
+		from, to   int
+		want       time.Duration
+		start, end int
+	}{
+		{"longest inside", at(0, 10, 20, 500, 510), 0, 1000, 480 * time.Millisecond, 20, 500},
+		{"a pause that began before the window", at(0, 900, 910), 100, 1000, 900 * time.Millisecond, 0, 900},
+		{"after the window is ignored", at(0, 10, 5000), 0, 1000, 10 * time.Millisecond, 0, 10},
+		{"nothing", nil, 0, 1000, 0, 0, 0},
+		{"one time", at(50), 0, 1000, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		d, start, end := LongestPause(tt.times, t0.Add(time.Duration(tt.from)*time.Millisecond), t0.Add(time.Duration(tt.to)*time.Millisecond))
+		if d != tt.want || (d > 0 && (!start.Equal(at(tt.start)[0]) || !end.Equal(at(tt.end)[0]))) {
+			t.Errorf("%s: LongestPause = %v from %v to %v, want %v from %dms to %dms", tt.name, d, start.Sub(t0), end.Sub(t0), tt.want, tt.start, tt.end)
+		}
+	}
+}
