@@ -6,6 +6,7 @@
 #   .ci/bench.sh rest stream     only these
 #   .ci/bench.sh abuse           stream at 1,000/s, each run also with a hostile key (not in the default set)
 #   .ci/bench.sh history         registration history on vs off at 1,000/s, and its query times on 1,000,000 sessions (not in the default set)
+#   .ci/bench.sh failover        Redis Sentinel failover as subscribers see it (not in the default set)
 #
 # Each benchmark's long form and flags: bin/presencehub-bench <name> --help.
 set -euo pipefail
