@@ -165,9 +165,26 @@ func (w *watcher) run(ctx context.Context) (loaded bool, err error) {
 			if err != nil {
 				return true, err
 			}
-			w.apply(sid, one[sid])
+			var heldBy string
+			if old, ok := w.realmOf[sid]; ok && old != one[sid].realm {
+				heldBy, err = realmHolder(ctx, conn, old)
+				if err != nil {
+					return true, err
+				}
+			}
+			w.apply(sid, one[sid], heldBy)
 		}
 	}
+}
+
+// realmHolder returns the account that holds realm now ("" for none).
+func realmHolder(ctx context.Context, conn *pgx.Conn, realm string) (string, error) {
+	var sid string
+	err := conn.QueryRow(ctx, `SELECT account_sid::text FROM accounts WHERE sip_realm = $1`, realm).Scan(&sid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return sid, err
 }
 
 // nextBuffered returns a notification that the connection has already
@@ -224,10 +241,21 @@ func (w *watcher) replaceAll(all map[string]accountClients) {
 }
 
 // apply tells fn about one reloaded account; ac.realm is "" when the account
-// is gone or has no realm.
-func (w *watcher) apply(sid string, ac accountClients) {
+// is gone or has no realm. heldBy is the account that holds sid's old realm
+// now, when it changed: if another account took it over, fn is not told
+// that nobody holds it, because that other account's notification (or a
+// stream subscribe that already read the new state) claims it; a release in
+// between would revoke the new holder's fresh subscriptions.
+func (w *watcher) apply(sid string, ac accountClients, heldBy string) {
 	if old, ok := w.realmOf[sid]; ok && old != ac.realm {
-		w.drop(sid)
+		if heldBy != "" && heldBy != sid {
+			delete(w.realmOf, sid)
+			if w.ownerOf[old] == sid {
+				delete(w.ownerOf, old)
+			}
+		} else {
+			w.drop(sid)
+		}
 	}
 	if ac.realm != "" {
 		w.set(sid, ac)

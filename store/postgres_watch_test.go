@@ -196,20 +196,32 @@ func TestWatchClientsFailsOnAMissingSchema(t *testing.T) {
 
 // A transaction can move a realm from one account to another; the two
 // notifications may be handled in either order (a reload can also see both
-// changes at once). The realm must end up with its new owner's clients.
+// changes at once). The realm must end up with its new owner's clients, and
+// fn must never be told that nobody holds it: the new holder may already
+// have claimed it (a stream subscribe reads the committed state before the
+// watcher does), and such a release would revoke its subscriptions.
 func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
 	aClients := map[string]hub.Flags{"alice": {App: true}}
 	bClients := map[string]hub.Flags{"bob": {User: true}}
 	for _, order := range []string{"old owner first", "new owner first"} {
 		rec := &recorder{realm: map[string]map[string]hub.Flags{}}
-		w := &watcher{fn: rec.accountFn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
+		var released []string
+		fn := func(realm, sid string, clients map[string]hub.Flags) {
+			if sid == "" {
+				released = append(released, realm)
+			}
+			rec.accountFn(realm, sid, clients)
+		}
+		w := &watcher{fn: fn, realmOf: map[string]string{}, ownerOf: map[string]string{}}
 		w.replaceAll(map[string]accountClients{
 			"a": {realm: "r.example.com", clients: aClients},
 			"b": {realm: "b.example.com", clients: bClients},
 		})
 		// a moves to x.example.com, b takes r.example.com.
-		a := func() { w.apply("a", accountClients{realm: "x.example.com", clients: aClients}) }
-		b := func() { w.apply("b", accountClients{realm: "r.example.com", clients: bClients}) }
+		// The database holds the moved state whenever a reload runs: b
+		// holds r.example.com, and nobody holds b.example.com any more.
+		a := func() { w.apply("a", accountClients{realm: "x.example.com", clients: aClients}, "b") }
+		b := func() { w.apply("b", accountClients{realm: "r.example.com", clients: bClients}, "") }
 		if order == "old owner first" {
 			a()
 			b()
@@ -222,6 +234,9 @@ func TestWatcherRealmHandOverInEitherOrder(t *testing.T) {
 		}
 		if got, want := fmt.Sprint(rec.owner), "map[r.example.com:b x.example.com:a]"; got != want {
 			t.Errorf("%s: owners %s, want %s", order, got, want)
+		}
+		if fmt.Sprint(released) != "[b.example.com]" {
+			t.Errorf("%s: fn was told nobody holds %v, want only b.example.com (r.example.com changed hands)", order, released)
 		}
 	}
 }
