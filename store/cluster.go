@@ -77,6 +77,8 @@ type Cluster struct {
 	log  *slog.Logger
 
 	kEpoch, kLog, kSeqs, kState, kN, kLease, kTicket string
+
+	Metrics ClusterMetrics
 }
 
 // OpenCluster returns a Cluster on opts.Redis; it does not connect yet.
