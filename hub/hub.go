@@ -190,6 +190,12 @@ func (h *Hub) claimLocked(r *realmState, owner string) {
 	if r.owner == owner {
 		return
 	}
+	// A history filled from a cluster's log before this process learnt
+	// the realm's holder is the holder's now: the log's changes are the
+	// realm's whoever the replicas take to hold it, and the other replicas
+	// kept it.
+	keep := r.owner == "" && r.fromLog
+	r.fromLog = false
 	r.owner = owner
 	r.ownerTag = ownerTag(owner)
 	for s := range r.subs {
@@ -197,6 +203,9 @@ func (h *Hub) claimLocked(r *realmState, owner string) {
 	}
 	h.Metrics.Subscribers.Add(-int64(len(r.subs)))
 	r.subs = make(map[*Subscription]struct{})
+	if keep {
+		return
+	}
 	r.history = ring{buf: make([]*Change, 0, 16), max: r.history.max}
 	r.perSecond = [60]bucket{}
 	r.perMinute = [60]bucket{}

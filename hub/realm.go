@@ -20,6 +20,9 @@ type realmState struct {
 	// holder, so a later holder never resumes into an earlier one's changes.
 	owner    string
 	ownerTag string
+	// fromLog: the history was filled by RebuildWithHistory while nobody
+	// had claimed the realm in this process; the first claim keeps it.
+	fromLog bool
 
 	mu        sync.RWMutex
 	users     map[string]*entry

@@ -207,6 +207,7 @@ func (h *Hub) rebuild(epoch string, seqs map[string]uint64, states []State, rece
 		r.seq = lowSeqs[n]
 		r.history = ring{buf: make([]*Change, 0, 16), max: h.opts.History}
 		h.backfill(r, byRealmRecent[n])
+		r.fromLog = r.owner == "" && r.history.len() > 0
 		for s := range r.subs {
 			s.forceResync()
 		}

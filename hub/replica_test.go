@@ -263,6 +263,18 @@ func TestRebuildWithHistory(t *testing.T) {
 		}
 	}
 
+	// The history came from the log: this process's first claim of the
+	// realm keeps it (the other replicas kept theirs); a change of holder
+	// drops it.
+	replica.Claim("h.example", "acct")
+	if _, st := replica.Subscribe(SubscribeRequest{Realm: "h.example", Owner: "acct", Since: &Position{Epoch: "e" + ownerTag("acct"), Seq: 1}}); !st.Resumed || len(st.Missed) != 3 {
+		t.Errorf("resume from 1 after the first claim: resumed %v with %d changes, want resumed with 3", st.Resumed, len(st.Missed))
+	}
+	replica.Claim("h.example", "other")
+	if n := len(replica.Recent("h.example", 10)); n != 0 {
+		t.Errorf("history after the realm changed holder: %d changes, want none", n)
+	}
+
 	holey := newHub(Options{Epoch: "e", Now: clk.Now})
 	run(t, holey, nil)
 	holey.RebuildWithHistory("e", map[string]uint64{"h.example": 4}, final, []Applied{applied[0], applied[2], applied[3]})

@@ -21,7 +21,8 @@ import (
 //
 //	<p>epoch   string  the log's identity; replaced only when the log is lost
 //	<p>log     stream  every change: r realm, s seq, u user, e event, t time (ms),
-//	                   g entry number, d the user's new state (JSON; "" when gone)
+//	                   g entry number, w writer (WriterTag of the sequencer's token),
+//	                   d the user's new state (JSON; "" when gone)
 //	<p>seqs    hash    realm -> the realm's last seq
 //	<p>state   hash    user@realm -> "<seq> <state JSON>" of every registered user
 //	<p>n       string  entries appended so far (for lag)
@@ -159,6 +160,10 @@ func NewLeaseToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// WriterTag is what each log entry keeps of the token of the sequencer that
+// appended it (field "w").
+func WriterTag(token string) string { return token[:min(8, len(token))] }
+
 // AcquireLease takes the sequencer lease for token if nobody holds it.
 func (c *Cluster) AcquireLease(ctx context.Context, token string) (bool, error) {
 	ok, err := c.rdb.SetNX(ctx, c.kLease, token, c.opts.LeaseTTL).Result()
@@ -218,17 +223,19 @@ func (c *Cluster) LeaseHolder(ctx context.Context) (string, error) {
 // in one step.
 //
 // KEYS: lease, epoch, log, seqs, state, n.
-// ARGV: token, epoch, max entries, retention ms, then per change: realm,
-// user, event, time ms, state ("" when the user is gone).
+// ARGV: token, epoch, max entries, retention ms, writer (the token's first
+// 8 characters, kept in each entry to tell which sequencer appended it),
+// then per change: realm, user, event, time ms, state ("" when the user is
+// gone).
 var appendScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('DEPOSED the sequencer lease is held by another token') end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('EPOCH the log changed') end
 local out = {}
-for i = 5, #ARGV, 5 do
+for i = 6, #ARGV, 5 do
   local realm, user, event, t, rec = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local seq = redis.call('HINCRBY', KEYS[4], realm, 1)
   local g = redis.call('INCR', KEYS[6])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'r', realm, 's', seq, 'u', user, 'e', event, 't', t, 'g', g, 'd', rec)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'r', realm, 's', seq, 'u', user, 'e', event, 't', t, 'g', g, 'w', ARGV[5], 'd', rec)
   local f = user .. '@' .. realm
   if rec == '' then redis.call('HDEL', KEYS[5], f) else redis.call('HSET', KEYS[5], f, seq .. ' ' .. rec) end
   out[#out+1] = seq
@@ -255,8 +262,8 @@ type LogChange struct {
 // returns ErrDeposed when token does not hold the lease and ErrLogChanged
 // when the log's epoch is not epoch; nothing is appended then.
 func (c *Cluster) Append(ctx context.Context, token, epoch string, changes []LogChange) ([]uint64, error) {
-	args := make([]any, 0, 4+5*len(changes))
-	args = append(args, token, epoch, c.opts.MaxEntries, c.opts.Retention.Milliseconds())
+	args := make([]any, 0, 5+5*len(changes))
+	args = append(args, token, epoch, c.opts.MaxEntries, c.opts.Retention.Milliseconds(), WriterTag(token))
 	for _, ch := range changes {
 		rec := ""
 		if ch.State != nil {

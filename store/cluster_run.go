@@ -112,18 +112,6 @@ func (c *Cluster) follow(ctx context.Context, h *hub.Hub) error {
 	}
 }
 
-// Lag is how many log entries this replica has not applied yet.
-func (c *Cluster) Lag(ctx context.Context) (uint64, error) {
-	st, err := c.Status(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if pos := c.Metrics.Position.Load(); st.Appended > pos {
-		return st.Appended - pos, nil
-	}
-	return 0, nil
-}
-
 // Sequence competes for the sequencer lease until ctx is done, then gives
 // the lease up and returns nil. While this replica holds it, a private hub
 // seeded with the log's state follows src (the SBC's Redis) and its own
@@ -152,7 +140,7 @@ func (c *Cluster) Sequence(ctx context.Context, src hub.Source, hubOpts hub.Opti
 		}
 		if ok {
 			c.Metrics.Terms.Add(1)
-			c.log.Info("cluster: this replica took the sequencer lease")
+			c.log.Info("cluster: this replica took the sequencer lease", "writer", WriterTag(token))
 			err := c.term(ctx, token, src, hubOpts)
 			if ctx.Err() != nil {
 				return nil

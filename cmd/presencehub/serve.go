@@ -71,6 +71,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
 	jz := addJambonzFlags(fs)
 	rt := addRedisTopologyFlags(fs)
+	cl := addClusterFlags(fs)
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
@@ -88,6 +89,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if err := jz.check(); err != nil {
+		return err
+	}
+	if err := cl.check(); err != nil {
 		return err
 	}
 	limits, signIns, err := rl.parse()
@@ -152,11 +156,12 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		defer jambonz.Close()
 	}
-	src, err := store.NewRedisSource(store.RedisOptions{
+	redisOpts := store.RedisOptions{
 		URL: *c.RedisURL, ConfigureNotifications: *configure, ReconcileEvery: *reconcile, Logger: log,
 		Sentinels: sentinels, SentinelMaster: *rt.master, SentinelPassword: *rt.sentinelPassword,
 		Username: *rt.username, Password: *rt.password, CAFile: *rt.caFile,
-	})
+	}
+	src, err := store.NewRedisSource(redisOpts)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
@@ -164,11 +169,24 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := src.Check(ctx); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
+	var cluster *store.Cluster
+	if *cl.on {
+		if cluster, err = cl.open(redisOpts); err != nil {
+			return fmt.Errorf("cluster redis: %w", err)
+		}
+		defer cluster.Close()
+	}
 
 	hubOpts := hub.Options{History: *history, QueueLen: *queueLen, Logger: log}
 	var hist *store.History
 	if *regHistory {
-		hist = store.NewHistory(db, store.HistoryOptions{Retention: *retention, Buffer: *histBuffer, Logger: log})
+		ho := store.HistoryOptions{Retention: *retention, Buffer: *histBuffer, Logger: log}
+		if cluster != nil {
+			// Every replica applies every change; the sequencer writes them
+			// (idempotently, so a handover that writes one twice is harmless).
+			ho.Active = cluster.Metrics.Holder.Load
+		}
+		hist = store.NewHistory(db, ho)
 		hubOpts.Observe = hist.Observe
 	}
 	h := hub.New(hubOpts)
@@ -176,13 +194,22 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if jambonz != nil {
 		jambonzStatus = jambonz.Status
 	}
+	metrics := metricsRegistry(h, src, hist, jambonz)
+	if cluster != nil {
+		metrics.MustRegister(clusterCollectors(cluster)...)
+	}
 	apiOpts := api.Options{
 		Presence: h, Logger: log,
 		Auth: db, Providers: db, Accounts: db, Keys: db, Clients: db, Ping: db.Ping,
-		Metrics: metricsRegistry(h, src, hist, jambonz),
+		Metrics: metrics,
 		Limits:  limits,
 		Jambonz: jambonzStatus,
-		Ready:   func() []string { return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now()) },
+		Ready: func() []string {
+			if cluster != nil {
+				return clusterReadiness(cluster, src.Health())
+			}
+			return redisReadiness(src.Health(), *maxSyncAge, *reconcile, time.Now())
+		},
 		Stream: api.StreamOptions{
 			MaxSubs: *streamMaxSubs, MaxNames: *streamMaxNames, OutputBudget: *streamBudget,
 			MaxConnsPerKey: *streamPerKey, MaxUpgradesPerIP: *streamPerIP,
@@ -238,7 +265,18 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	// subscription), the registration history writer, the PostgreSQL watcher, the profiler, the HTTP server.
 	// Only then do the deferred src.Close and db.Close run.
 	ts := newTasks()
-	ts.start(ctx, "redis", func(ctx context.Context) error { return h.Run(ctx, src) })
+	if cluster != nil {
+		// Cluster mode: the sequencer stops first and gives its lease up,
+		// so that another replica takes over at once; then the reader of
+		// the log, then the hub, which follows nothing else.
+		ts.start(ctx, "cluster sequencer", func(ctx context.Context) error {
+			return cluster.Sequence(ctx, src, hub.Options{QueueLen: *queueLen, Logger: log})
+		})
+		ts.start(ctx, "cluster log", func(ctx context.Context) error { return cluster.Follow(ctx, h) })
+		ts.start(ctx, "hub", func(ctx context.Context) error { return h.Run(ctx, nil) })
+	} else {
+		ts.start(ctx, "redis", func(ctx context.Context) error { return h.Run(ctx, src) })
+	}
 	if hist != nil {
 		ts.start(ctx, "registration history", func(ctx context.Context) error { return hist.Run(ctx, h) })
 	}
