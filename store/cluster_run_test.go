@@ -88,7 +88,6 @@ func redisContacts(t *testing.T, rdb *redis.Client, realm string) map[string]str
 	return out
 }
 
-
 // TestClusterReplicas: two replicas in one process follow one log; whichever
 // sequences, both end with Redis's state and the same seq, and when the
 // sequencer stops the other takes over and appends only the differences.
