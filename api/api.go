@@ -110,6 +110,16 @@ type Options struct {
 	// registration history is off (they then answer 404).
 	History     history
 	HistoryOpts HistoryOptions
+	// SharedTickets, when set, keeps stream tickets there (a cluster's
+	// Redis) instead of in this process, so that any replica redeems them.
+	SharedTickets TicketStore
+}
+
+// TicketStore keeps stream tickets where every replica of a cluster finds
+// them (*store.Cluster): single use, with a TTL and a cap per key.
+type TicketStore interface {
+	IssueTicket(ctx context.Context, t store.Ticket, ttl time.Duration, perKey int) (id string, ok bool, err error)
+	RedeemTicket(ctx context.Context, id string) (t store.Ticket, ok bool, err error)
 }
 
 // Limits are the API's rate limits (token buckets, 429 past them).
@@ -213,6 +223,8 @@ type server struct {
 	lim       limiters
 	ready     func() []string
 	conns     *streamConns
+	shared    TicketStore // tickets of a cluster, instead of tickets
+	perKey    int         // Limits.TicketsPerKey for shared
 
 	hist     history
 	histOpts HistoryOptions
@@ -257,6 +269,8 @@ func New(opts Options) *Handler {
 		ready:     opts.Ready,
 		conns:     newStreamConns(),
 		hist:      opts.History,
+		shared:    opts.SharedTickets,
+		perKey:    max(opts.Limits.TicketsPerKey, 1),
 
 		histOpts: opts.HistoryOpts,
 	}

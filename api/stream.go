@@ -268,14 +268,17 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, cred crede
 		return p, cred, false, err
 	}
 	if t := r.URL.Query().Get("ticket"); t != "" {
-		tk, ok := s.tickets.redeem(t)
+		tcred, ok, err := s.redeemTicket(r.Context(), t)
+		if err != nil {
+			return p, cred, false, err
+		}
 		if !ok {
 			return p, cred, false, store.ErrUnauthorized
 		}
 		// The ticket stands for the key that issued it: check that key
 		// now, it may have been revoked since.
-		p, err = s.check(r.Context(), tk.cred)
-		return p, tk.cred, false, err
+		p, err = s.check(r.Context(), tcred)
+		return p, tcred, false, err
 	}
 	ck, err := r.Cookie(store.SecureCookiePrefix + store.SessionCookie) // the dashboard's name when cookies are Secure
 	if err != nil {

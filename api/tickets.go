@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
@@ -128,7 +129,11 @@ func (s *server) handleTicketCreate() http.Handler {
 		// requireAuth let the request through with this key; the ticket
 		// stands for it, so a stream opened with the ticket ends with it.
 		token, _ := bearer(r)
-		id, ok := s.tickets.issue(p, credential{token: token})
+		id, ok, err := s.issueTicket(r.Context(), p, credential{token: token})
+		if err != nil {
+			fail(w, r, s.log, err)
+			return
+		}
 		if !ok {
 			s.lim.limited.Add(1)
 			w.Header().Set("Retry-After", "30")
@@ -137,4 +142,25 @@ func (s *server) handleTicketCreate() http.Handler {
 		}
 		encode(w, http.StatusCreated, map[string]any{"ticket": id, "expires_in": int(ticketTTL / time.Second)})
 	})
+}
+
+// issueTicket issues a ticket in the cluster's shared store, or else in
+// this process.
+func (s *server) issueTicket(ctx context.Context, p store.Principal, cred credential) (string, bool, error) {
+	if s.shared != nil {
+		return s.shared.IssueTicket(ctx, store.Ticket{Principal: p, Token: cred.token, Session: cred.session}, ticketTTL, s.perKey)
+	}
+	id, ok := s.tickets.issue(p, cred)
+	return id, ok, nil
+}
+
+// redeemTicket takes a ticket once, from the cluster's shared store or
+// else from this process.
+func (s *server) redeemTicket(ctx context.Context, id string) (credential, bool, error) {
+	if s.shared != nil {
+		t, ok, err := s.shared.RedeemTicket(ctx, id)
+		return credential{token: t.Token, session: t.Session}, ok, err
+	}
+	tk, ok := s.tickets.redeem(id)
+	return tk.cred, ok, nil
 }

@@ -51,7 +51,10 @@ type ClusterOptions struct {
 	// Backfill bounds the log entries before the snapshot point that a
 	// starting replica reads to fill its resume history (default 100,000).
 	Backfill int
-	Logger   *slog.Logger
+	// Secret seals the credentials stream tickets stand for (as
+	// PRESENCEHUB_ENCRYPTION_KEY seals client passwords); tickets need it.
+	Secret string
+	Logger *slog.Logger
 }
 
 // Tuning of the cluster's reads.
@@ -78,6 +81,7 @@ type Cluster struct {
 	log  *slog.Logger
 
 	kEpoch, kLog, kSeqs, kState, kN, kLease, kTicket string
+	sealer                                           *sealer
 
 	Metrics ClusterMetrics
 }
@@ -107,11 +111,18 @@ func OpenCluster(opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	p := "presencehub:{" + opts.Name + "}:"
-	return &Cluster{
+	c := &Cluster{
 		opts: opts, rdb: rdb, addr: addr, log: opts.Logger,
 		kEpoch: p + "epoch", kLog: p + "log", kSeqs: p + "seqs", kState: p + "state",
 		kN: p + "n", kLease: p + "lease", kTicket: p + "ticket:",
-	}, nil
+	}
+	if opts.Secret != "" {
+		if c.sealer, err = newSealer(opts.Secret); err != nil {
+			rdb.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // Close closes the connections.

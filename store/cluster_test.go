@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -371,5 +372,68 @@ func TestClusterStateRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(*e.State, *want) {
 		t.Errorf("state read back\n %+v\nwant\n %+v", *e.State, *want)
+	}
+}
+
+// TestClusterTickets: a ticket issued by one replica is redeemed once by any
+// (GETDEL), carries its credential sealed (never the token in the clear),
+// expires with its TTL, and a key holds at most perKey unused ones.
+func TestClusterTickets(t *testing.T) {
+	ctx := context.Background()
+	c1, rdb := openCluster(t, store.ClusterOptions{Secret: "s3cret"})
+	c2, err := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	tk := store.Ticket{Principal: store.Principal{KeySID: "k1", Scope: "account", AccountSID: "a1"}, Token: "ph_TOKEN_in_clear"}
+	id, ok, err := c1.IssueTicket(ctx, tk, time.Minute, 2)
+	if err != nil || !ok {
+		t.Fatalf("IssueTicket = %v, %v", ok, err)
+	}
+	raw := rdb.Get(ctx, "presencehub:{cluster}:ticket:"+id).Val()
+	if strings.Contains(raw, tk.Token) {
+		t.Errorf("the ticket's value holds the token in the clear: %s", raw)
+	}
+	if ttl := rdb.PTTL(ctx, "presencehub:{cluster}:ticket:"+id).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("ticket TTL %v, want within (0, 1m]", ttl)
+	}
+	got, ok, err := c2.RedeemTicket(ctx, id)
+	if err != nil || !ok || !reflect.DeepEqual(got, tk) {
+		t.Fatalf("redeem on another replica = %+v, %v, %v; want %+v", got, ok, err, tk)
+	}
+	if _, ok, _ := c1.RedeemTicket(ctx, id); ok {
+		t.Errorf("a ticket redeemed twice")
+	}
+	// The cap counts unused tickets; a redeemed one frees its place.
+	for i := range 2 {
+		if _, ok, _ := c1.IssueTicket(ctx, tk, time.Minute, 2); !ok {
+			t.Fatalf("ticket %d of 2 refused", i+1)
+		}
+	}
+	if _, ok, _ := c1.IssueTicket(ctx, tk, time.Minute, 2); ok {
+		t.Errorf("a third unused ticket with cap 2 was issued")
+	}
+	other := tk
+	other.Principal.KeySID = "k2"
+	if _, ok, _ := c1.IssueTicket(ctx, other, time.Minute, 2); !ok {
+		t.Errorf("another key's ticket refused by the first key's cap")
+	}
+	// Expired tickets are gone, and leave the cap.
+	short, ok, _ := c1.IssueTicket(ctx, other, 20*time.Millisecond, 2)
+	if !ok {
+		t.Fatal("short ticket refused")
+	}
+	waitFor(t, 10*time.Second, "the short ticket to expire", func() bool {
+		return rdb.Exists(ctx, "presencehub:{cluster}:ticket:"+short).Val() == 0
+	}, func() string { return "" })
+	if _, ok, _ := c2.RedeemTicket(ctx, short); ok {
+		t.Errorf("an expired ticket was redeemed")
+	}
+	wrong, _ := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: "another"})
+	defer wrong.Close()
+	id, _, _ = c1.IssueTicket(ctx, other, time.Minute, 5)
+	if _, ok, err := wrong.RedeemTicket(ctx, id); ok || err == nil {
+		t.Errorf("a ticket opened with another secret: ok %v err %v, want an error", ok, err)
 	}
 }

@@ -56,8 +56,9 @@ func (f clusterFlags) check() error {
 }
 
 // open returns the cluster's coordination on the cluster Redis; regs are
-// the registrations' Redis options, its default.
-func (f clusterFlags) open(regs store.RedisOptions) (*store.Cluster, error) {
+// the registrations' Redis options, its default; secret seals the
+// credentials of stream tickets.
+func (f clusterFlags) open(regs store.RedisOptions, secret string) (*store.Cluster, error) {
 	ro := regs
 	if *f.redisURL != "" {
 		ro = store.RedisOptions{URL: *f.redisURL, CAFile: regs.CAFile}
@@ -68,7 +69,7 @@ func (f clusterFlags) open(regs store.RedisOptions) (*store.Cluster, error) {
 	}
 	return store.OpenCluster(store.ClusterOptions{
 		Redis: ro, Name: *f.name, Retention: *f.retention, MaxEntries: int64(*f.maxEntries),
-		LeaseTTL: *f.leaseTTL, Backfill: backfill, Logger: regs.Logger,
+		LeaseTTL: *f.leaseTTL, Backfill: backfill, Secret: secret, Logger: regs.Logger,
 	})
 }
 

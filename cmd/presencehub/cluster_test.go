@@ -609,6 +609,23 @@ func TestCluster(t *testing.T) {
 	call(t, r0.url, tc.adminKey, "POST", "/v1/ApiKeys", map[string]any{"account_sid": acc.Sid}, 201, &k)
 	tc.account, tc.key = acc.Sid, k.Token
 
+	// A stream ticket issued by one replica is redeemed by another, once.
+	var tk struct{ Ticket string }
+	call(t, r0.url, tc.key, "POST", "/v1/StreamTickets", nil, 201, &tk)
+	ticketURL := func(p *proc) string {
+		return strings.Replace(p.url, "http", "ws", 1) + "/v1/stream?ticket=" + tk.Ticket
+	}
+	ctx0, cancel0 := context.WithTimeout(context.Background(), frameWait)
+	wsc, _, err := websocket.Dial(ctx0, ticketURL(tc.reps[1]), nil)
+	if err != nil {
+		t.Fatalf("ticket from replica 0 at replica 1: %v", err)
+	}
+	wsc.CloseNow()
+	if _, resp, err := websocket.Dial(ctx0, ticketURL(tc.reps[2]), nil); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Errorf("the same ticket again at replica 2: %v, want 401", err)
+	}
+	cancel0()
+
 	var obs []*observer
 	for _, p := range tc.reps {
 		obs = append(obs, tc.observe(p))
@@ -708,6 +725,8 @@ func TestCluster(t *testing.T) {
 		}
 		o.mu.Unlock()
 	}
+	// The client catches up (it may have waited on the paused replica).
+	rr.visit(tc, tc.live()[0], 2*time.Second)
 	t.Logf("compared %d change frames across replicas; round-robin client: %d connections, %d resumes, %d snapshots",
 		compared, rr.connections, rr.resumes, rr.snapshots)
 	if compared < 1000 {

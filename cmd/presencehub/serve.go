@@ -171,7 +171,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	var cluster *store.Cluster
 	if *cl.on {
-		if cluster, err = cl.open(redisOpts); err != nil {
+		if cluster, err = cl.open(redisOpts, *c.EncryptionKey); err != nil {
 			return fmt.Errorf("cluster redis: %w", err)
 		}
 		defer cluster.Close()
@@ -220,6 +220,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if hist != nil {
 		apiOpts.History = db
+	}
+	if cluster != nil {
+		apiOpts.SharedTickets = cluster
 	}
 	apiHandler := api.New(apiOpts)
 	webOpts := web.Options{Presence: h, Sessions: db, Accounts: db, Clients: db, Logger: log, SessionTTL: *sessionTTL, Secure: *tlsCert != "" || *secureCookies,
