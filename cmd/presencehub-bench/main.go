@@ -35,6 +35,9 @@ every size is also a flag: presencehub-bench <name> --help):
            longest pause between change frames, next to the writer's own,
            and every subscriber and REST equal to the new master afterwards
            (builds its own master, replica and three Sentinels)
+  cluster  the cluster's shared log: Redis memory per million changes, append
+           rate, a replica's cold start on a log of 1,000,000 entries (not in
+           make bench's default set: .ci/bench.sh cluster)
   floor    the machine's floor under "stream": the CPU of moving as many
            messages over as many loopback TCP connections, with no websocket,
            Redis or hub (needs no Redis, PostgreSQL or server)
@@ -70,5 +73,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"expiry":   benchExpiry,
 		"history":  benchHistory,
 		"failover": benchFailover,
+		"cluster":  benchCluster,
 	}}.Run(ctx, args, getenv, stdout, stderr)
 }
