@@ -90,6 +90,11 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 			ExpiryTime: at.Add(time.Hour).UnixMilli(), Deadline: at.Add(time.Hour)}, Since: now, EventTime: at, Event: event}
 		batch = append(batch, store.LogChange{Realm: realm, User: user, Event: event, Time: at, State: st})
 		if len(batch) == cap(batch) || i == *entries-1 {
+			if i/cap(batch)%100 == 0 { // a sequencer renews every third of its TTL
+				if err := c.RenewLease(ctx, token); err != nil {
+					return err
+				}
+			}
 			if _, err := c.Append(ctx, token, epoch, batch); err != nil {
 				return err
 			}
