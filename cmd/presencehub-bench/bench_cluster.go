@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
@@ -23,8 +27,13 @@ log and timed from the start of its process to the first GET /readyz that
 answers 200: its cold start (the snapshot: state hash, the log's tail,
 --cluster-backfill entries for resume).
 
+Then (--failover) three replicas on a log of their own: a subscriber on one
+that is not the sequencer, registrations of its account written at 200/s,
+the sequencer killed with SIGKILL; the longest silence between two changes
+at the subscriber is the failover as subscribers see it.
+
 Not measured yet (README "Cluster"): three replicas at 1,000 changes/s
-against a single process, and failover time as subscribers see it.
+against a single process.
 
 Short form: 1,000,000 entries, 10,000 users, 1 run. Not in "make bench"'s
 default set (.ci/bench.sh cluster). Needs to start the server itself.`
@@ -34,6 +43,7 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	entries := fs.Int("entries", 1_000_000, "changes appended to the log")
 	users := fs.Int("users", 10_000, "users the changes are about")
 	realms := fs.Int("realms", 100, "realms the users spread over")
+	failover := fs.Bool("failover", true, "also measure a failover as subscribers see it (three replicas)")
 	*b.runs = 1
 	if err := fs.ParseArgs(args); err != nil {
 		return err
@@ -135,5 +145,134 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	}
 	b.add(fmt.Sprintf("replica cold start to /readyz 200, log of %d entries, %d users", st.Length, *users), starts.Format(benchkit.FmtMs), "", nil)
 	b.add("replica RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	if *failover {
+		return b.clusterFailover(ctx, name+"-f")
+	}
 	return nil
+}
+
+// clusterFailover starts three replicas on a log of their own, subscribes
+// to an account on one that is not the sequencer, writes registrations of
+// that account at 200/s as an SBC does, kills the sequencer with SIGKILL
+// and reports the longest silence between two changes at the subscriber
+// around the kill: the failover as subscribers see it (the lease's lapse,
+// the takeover, the re-read of Redis, the appends of what changed).
+func (b *bench) clusterFailover(ctx context.Context, name string) error {
+	b.serverEnv = append(b.serverEnv, "PRESENCEHUB_CLUSTER_NAME="+name)
+	b.onCleanup(func(ctx context.Context) {
+		keys, _ := b.rdb.Keys(ctx, "presencehub:{"+name+"}:*").Result()
+		if len(keys) > 0 {
+			b.rdb.Del(ctx, keys...)
+		}
+	})
+	var reps []*benchServer
+	for range 3 {
+		srv, err := b.spawn(ctx)
+		if err != nil {
+			return err
+		}
+		b.onCleanup(func(context.Context) { srv.stop() })
+		if err := srv.waitReady(ctx, b.http, 5*time.Minute); err != nil {
+			return err
+		}
+		reps = append(reps, srv)
+	}
+	accts, err := b.accounts(ctx, func() *benchServer { return reps[0] }, 1)
+	if err != nil {
+		return err
+	}
+	var holder, watched *benchServer
+	deadline := time.Now().Add(time.Minute)
+	for holder == nil {
+		for _, r := range reps {
+			if v, err := b.metric(ctx, r, "presencehub_cluster_lease_holder"); err == nil && v == 1 {
+				holder = r
+			}
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no replica took the lease within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, r := range reps {
+		if r != holder {
+			watched = r
+			break
+		}
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+b.key)
+	ws, err := benchkit.DialWS(strings.Replace(watched.url, "http", "ws", 1)+"/v1/stream", nil, h, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	if err := ws.WriteText([]byte(`{"type":"subscribe","id":"f","account_sid":"` + accts[0].sid + `"}`)); err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var arrivals []time.Time
+	go func() {
+		for {
+			m, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if bytes.Contains(m, []byte(`"type":"change"`)) {
+				mu.Lock()
+				arrivals = append(arrivals, time.Now())
+				mu.Unlock()
+			}
+		}
+	}()
+	wctx, stopWrites := context.WithCancel(ctx)
+	defer stopWrites()
+	go func() {
+		t := time.NewTicker(5 * time.Millisecond) // 200/s
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			user := fmt.Sprintf("f%03d", i%100)
+			_, _ = store.RegisterAsSBC(wctx, b.rdb, user, accts[0].realm, benchRecord(user, i, ""), time.Hour)
+		}
+	}()
+	time.Sleep(time.Second)
+	// Per-replica cost at 200 changes/s, before the kill: the sequencer
+	// (private hub, appends, and its own copy from the log) and a replica
+	// that only follows the log (and serves one subscriber).
+	c0, f0, t0 := holder.cpu(), watched.cpu(), time.Now()
+	n0 := b.appended(ctx, name)
+	time.Sleep(3 * time.Second)
+	c1, f1, el := holder.cpu(), watched.cpu(), time.Since(t0)
+	rate := float64(b.appended(ctx, name)-n0) / el.Seconds()
+	b.add("changes/s appended during the cost window", fmt.Sprintf("%.0f", rate), "", nil)
+	b.add("sequencer CPU per change (hub, append, its own replica)", fmt.Sprintf("%.0f µs", float64((c1-c0).Microseconds())/(rate*el.Seconds())), "", nil)
+	b.add("follower CPU per change (apply, one subscriber)", fmt.Sprintf("%.0f µs", float64((f1-f0).Microseconds())/(rate*el.Seconds())), "", nil)
+	killed := time.Now()
+	_ = holder.cmd.Process.Kill()
+	b.logf("killed the sequencer (pid %d)", holder.pid)
+	time.Sleep(10 * time.Second)
+	stopWrites()
+	mu.Lock()
+	defer mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(arrivals); i++ {
+		if arrivals[i].After(killed) && arrivals[i].Sub(arrivals[i-1]) > gap {
+			gap = arrivals[i].Sub(arrivals[i-1])
+		}
+	}
+	b.add("failover (SIGKILL of the sequencer): longest silence at a subscriber, writes at 200/s", benchkit.FmtMs(float64(gap.Milliseconds())), "≤ 3 s", ptr(gap <= 3*time.Second))
+	return nil
+}
+
+func ptr(v bool) *bool { return &v }
+
+// appended is the number of changes appended to the log of cluster name.
+func (b *bench) appended(ctx context.Context, name string) int64 {
+	n, _ := b.rdb.Get(ctx, "presencehub:{"+name+"}:n").Int64()
+	return n
 }
