@@ -32,6 +32,8 @@ type instance struct {
 	adminKey string
 	spSID    string
 	stderr   *lockedBuffer
+	served   <-chan struct{} // closed when serve has returned
+	serveErr error           // what serve returned (read after served is closed)
 }
 
 type lockedBuffer struct {
@@ -59,6 +61,24 @@ func startInstance(t *testing.T, redisOpts ...storetest.RedisOption) *instance {
 // startInstanceEnv is startInstance with extra environment for serve.
 func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...storetest.RedisOption) *instance {
 	t.Helper()
+	return startInstanceWith(t, startOptions{env: extraEnv}, redisOpts...)
+}
+
+// startOptions change how startInstanceWith starts serve.
+type startOptions struct {
+	env map[string]string // extra environment
+	// beforeServe runs after migrate and the admin key, before serve starts
+	// (e.g. to stop Redis).
+	beforeServe func(in *instance)
+	// notReady: return once serve prints its URL, without waiting for
+	// /readyz 200 or creating the service provider.
+	notReady bool
+}
+
+// startInstanceWith starts serve as startInstance does, with opts.
+func startInstanceWith(t *testing.T, opts startOptions, redisOpts ...storetest.RedisOption) *instance {
+	t.Helper()
+	extraEnv := opts.env
 	in := &instance{t: t, stderr: &lockedBuffer{}}
 	redisURL := extraEnv["PRESENCEHUB_REDIS_URL"]
 	if extraEnv["PRESENCEHUB_REDIS_SENTINELS"] == "" { // else the test brings its own Redis topology
@@ -88,14 +108,21 @@ func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...sto
 	}
 	in.adminKey = strings.TrimSpace(key.String())
 
+	if opts.beforeServe != nil {
+		opts.beforeServe(in)
+	}
 	out := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--reconcile-interval", "0"}, getenv, out, in.stderr) }()
+	done := make(chan struct{})
+	in.served = done
+	go func() {
+		in.serveErr = run(ctx, []string{"serve", "--reconcile-interval", "0"}, getenv, out, in.stderr)
+		close(done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
+		case <-done:
+			if err := in.serveErr; err != nil {
 				t.Errorf("serve returned %v", err)
 			}
 		case <-time.After(15 * time.Second):
@@ -113,14 +140,17 @@ func startInstanceEnv(t *testing.T, extraEnv map[string]string, redisOpts ...sto
 			break
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v\n%s", err, in.stderr)
+		case <-done:
+			t.Fatalf("serve exited early: %v\n%s", in.serveErr, in.stderr)
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("serve did not print its URL within 15s\n%s", in.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if opts.notReady {
+		return in
 	}
 	in.eventually("ready", 15*time.Second, func() bool {
 		r, err := http.Get(in.url + "/readyz")

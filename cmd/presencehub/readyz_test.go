@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/presencehub/presencehub/store"
+	"github.com/presencehub/presencehub/store/storetest"
 )
 
 // TestReadyzFollowsRedis: /readyz is 503 while Redis is down and while a
@@ -98,5 +99,74 @@ func TestRedisReadinessSyncAge(t *testing.T) {
 		if (len(got) > 0) != tt.wantProblem {
 			t.Errorf("%s: problems %q, want a problem: %v", tt.name, got, tt.wantProblem)
 		}
+	}
+}
+
+// TestServeStartsWithoutRedisReady: Redis without keyspace notifications, or
+// not running at all, when serve starts is not a reason to exit: serve
+// starts, /readyz is 503 naming what is missing (the log gives the fix for
+// the notifications), and it becomes ready once Redis is there with them.
+func TestServeStartsWithoutRedisReady(t *testing.T) {
+	tests := []struct {
+		name        string
+		redisOpts   []storetest.RedisOption
+		beforeServe func(in *instance)
+		want        string // in the 503 body
+		wantLog     string
+		fix         func(in *instance)
+	}{
+		{
+			name:      "notifications off",
+			redisOpts: []storetest.RedisOption{storetest.WithoutNotifications()},
+			want:      "redis keyspace notifications are off",
+			wantLog:   "CONFIG SET notify-keyspace-events",
+			fix: func(in *instance) {
+				if err := in.rdb.ConfigSet(context.Background(), "notify-keyspace-events", "Kg$x").Err(); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name:        "redis down",
+			beforeServe: func(in *instance) { in.redis.Stop() },
+			want:        "redis unreachable",
+			wantLog:     "redis is not reachable at start",
+			fix:         func(in *instance) { in.redis.Start() },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := startInstanceWith(t, startOptions{notReady: true, beforeServe: tt.beforeServe}, tt.redisOpts...)
+			readyz := func() (int, string) {
+				resp, err := http.Get(in.url + "/readyz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			in.eventually("503 naming the problem", 20*time.Second, func() bool {
+				code, body := readyz()
+				return code == 503 && strings.Contains(body, tt.want)
+			})
+			in.eventually("the log says what to do", 10*time.Second, func() bool {
+				return strings.Contains(in.stderr.String(), tt.wantLog)
+			})
+			// Still serving after a few retries.
+			in.eventually("a retry", 10*time.Second, func() bool {
+				return strings.Count(in.stderr.String(), "retry_in") >= 2
+			})
+			select {
+			case <-in.served:
+				t.Fatalf("serve exited: %v", in.serveErr)
+			default:
+			}
+			tt.fix(in)
+			in.eventually("ready once fixed", 30*time.Second, func() bool {
+				code, _ := readyz()
+				return code == 200
+			})
+		})
 	}
 }

@@ -166,8 +166,16 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("redis: %w", err)
 	}
 	defer src.Close()
+	// Redis down or without keyspace notifications at start is not a
+	// reason to exit (a supervisor would only restart us into the same
+	// state): serve starts not ready, and the watch retries, logging the
+	// fix, until Redis is there and publishes the notifications.
 	if err := src.Check(ctx); err != nil {
-		return fmt.Errorf("redis: %w", err)
+		if errors.Is(err, store.ErrNotifications) {
+			log.Error("redis does not publish keyspace notifications; serving, but not ready until they are on", "fix", err)
+		} else {
+			log.Warn("redis is not reachable at start; serving, but not ready until it is", "err", err)
+		}
 	}
 	var cluster *store.Cluster
 	if *cl.on {
