@@ -55,7 +55,9 @@ func (s *server) handleKeyCreate() http.Handler {
 // or keys of another provider; an account key only keys of its account.
 func (s *server) keyToCreate(ctx context.Context, b keyBody) (store.APIKey, error) {
 	p := principal(ctx)
-	var k store.APIKey
+	// A key never outlives the key that minted it: deleting the parent
+	// deletes it too, and its expiry is capped below.
+	k := store.APIKey{ParentSID: p.KeySID}
 	if b.ExpirySecs != nil {
 		if *b.ExpirySecs <= 0 {
 			return k, badRequest("expiry_secs must be a positive number of seconds")

@@ -50,3 +50,43 @@ func TestChildKeyNeverOutlivesParent(t *testing.T) {
 		}
 	}
 }
+
+// TestDeletingAKeyRevokesTheKeysItMinted is issue #9's "child keys never
+// outlive the key that minted them" for deletion: a key minted by a key
+// (and the key minted by that one) answers 401 once the first is deleted;
+// a key minted by someone else is untouched.
+func TestDeletingAKeyRevokesTheKeysItMinted(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	parent, parentTok, err := f.db.CreateAPIKey(ctx, store.APIKey{ServiceProviderSID: f.spA.SID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.keys["parent"] = parentTok
+	mint := func(by, name string, body map[string]any) {
+		t.Helper()
+		r := f.do(by, "POST", "/v1/ApiKeys", body)
+		if r.status != 201 {
+			t.Fatalf("%s mints %s: %d %s", by, name, r.status, r.body)
+		}
+		var k struct{ Token string }
+		r.json(t, &k)
+		f.keys[name] = k.Token
+	}
+	mint("parent", "child", map[string]any{})
+	mint("child", "grandchild", map[string]any{"account_sid": f.a1.SID})
+	mint(asSP, "sibling", map[string]any{}) // minted by another key of the same provider
+	for _, who := range []string{"parent", "child", "grandchild", "sibling"} {
+		if got := f.do(who, "GET", "/v1/Accounts/"+f.a1.SID, nil).status; got != 200 {
+			t.Fatalf("%s before the delete: GET account %d, want 200", who, got)
+		}
+	}
+	if got := f.do(asAdmin, "DELETE", "/v1/ApiKeys/"+parent.SID, nil).status; got != 204 {
+		t.Fatalf("DELETE parent: %d", got)
+	}
+	for who, want := range map[string]int{"parent": 401, "child": 401, "grandchild": 401, "sibling": 200} {
+		if got := f.do(who, "GET", "/v1/Accounts/"+f.a1.SID, nil).status; got != want {
+			t.Errorf("%s after the parent's delete: GET account %d, want %d", who, got, want)
+		}
+	}
+}

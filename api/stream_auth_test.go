@@ -195,6 +195,17 @@ func TestStreamAuthorizationLasts(t *testing.T) {
 				}
 			}
 		}},
+		{"the key that minted it deleted", true, func(t *testing.T) (http.Header, string, func()) {
+			parent, parentTok := newKey(store.APIKey{ServiceProviderSID: f.spA.SID})
+			f.keys["stream-parent"] = parentTok
+			var child struct{ Token string }
+			f.do("stream-parent", "POST", "/v1/ApiKeys", map[string]any{"account_sid": f.a1.SID}).json(t, &child)
+			return bearerHeader(child.Token), "", func() {
+				if got := f.do(asAdmin, "DELETE", "/v1/ApiKeys/"+parent.SID, nil).status; got != http.StatusNoContent {
+					t.Fatalf("DELETE parent key: %d", got)
+				}
+			}
+		}},
 		{"no subscription, key deleted", false, func(t *testing.T) (http.Header, string, func()) {
 			k, tok := newKey(store.APIKey{AccountSID: f.a1.SID})
 			return bearerHeader(tok), "", func() {

@@ -26,12 +26,12 @@ const keySelect = `SELECT k.api_key_sid::text,
 	     ELSE 'admin' END,
 	coalesce(coalesce(k.service_provider_sid, a.service_provider_sid)::text, ''),
 	coalesce(k.account_sid::text, ''),
-	k.expires_at, k.last_used, k.created_at
+	k.expires_at, k.last_used, k.created_at, coalesce(k.parent_key_sid::text, '')
 FROM api_keys k LEFT JOIN accounts a ON a.account_sid = k.account_sid`
 
 func scanAPIKey(r pgx.Row) (APIKey, error) {
 	var k APIKey
-	err := r.Scan(&k.SID, &k.Scope, &k.ServiceProviderSID, &k.AccountSID, &k.ExpiresAt, &k.LastUsed, &k.CreatedAt)
+	err := r.Scan(&k.SID, &k.Scope, &k.ServiceProviderSID, &k.AccountSID, &k.ExpiresAt, &k.LastUsed, &k.CreatedAt, &k.ParentSID)
 	return k, err
 }
 
@@ -51,6 +51,9 @@ func (db *DB) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, string, error
 	}
 	if k.ServiceProviderSID, err = checkOptionalSID(k.ServiceProviderSID); err != nil {
 		return APIKey{}, "", newError(KindInvalid, "service_provider_sid", "unknown service provider")
+	}
+	if k.ParentSID, err = checkOptionalSID(k.ParentSID); err != nil {
+		return APIKey{}, "", newError(KindInvalid, "parent_key_sid", "unknown parent key")
 	}
 	if k.ExpiresAt != nil && !k.ExpiresAt.After(time.Now()) {
 		return APIKey{}, "", newError(KindInvalid, "expires_at", "expires_at is in the past")
@@ -75,11 +78,11 @@ func (db *DB) CreateAPIKey(ctx context.Context, k APIKey) (APIKey, string, error
 	}
 	token := newToken(apiKeyPrefix)
 	h := tokenHash(token)
-	// The account may vanish between the check above and this insert; the
-	// foreign key then reports it.
-	err = db.pool.QueryRow(ctx, `INSERT INTO api_keys (api_key_sid, token_hash, service_provider_sid, account_sid, expires_at)
-		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`,
-		k.SID, h[:], nullIfEmpty(spColumn), nullIfEmpty(k.AccountSID), k.ExpiresAt).Scan(&k.CreatedAt)
+	// The account (or the parent key) may vanish between the check above
+	// and this insert; the foreign key then reports it.
+	err = db.pool.QueryRow(ctx, `INSERT INTO api_keys (api_key_sid, token_hash, service_provider_sid, account_sid, expires_at, parent_key_sid)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`,
+		k.SID, h[:], nullIfEmpty(spColumn), nullIfEmpty(k.AccountSID), k.ExpiresAt, nullIfEmpty(k.ParentSID)).Scan(&k.CreatedAt)
 	if err != nil {
 		return APIKey{}, "", mapError(err, "create api key", "")
 	}
@@ -127,7 +130,8 @@ func (db *DB) APIKeys(ctx context.Context, p Principal) ([]APIKey, error) {
 	return keys, nil
 }
 
-// DeleteAPIKey deletes a key and the dashboard sessions created with it.
+// DeleteAPIKey deletes a key, the keys it minted (and theirs), and the
+// dashboard sessions of all of them.
 // Requests using it fail from now on in this process, and in others once
 // they get the notification (or their cache entry expires).
 func (db *DB) DeleteAPIKey(ctx context.Context, sid string) error {

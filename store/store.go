@@ -66,6 +66,10 @@ type APIKey struct {
 	ExpiresAt          *time.Time `json:"expires_at"`
 	LastUsed           *time.Time `json:"last_used"`
 	CreatedAt          time.Time  `json:"created_at"`
+	// ParentSID is the key that minted this one through the API ("" for
+	// keys made by the command line, the jambonz mirror, or before
+	// migration 0003). Deleting it deletes this key.
+	ParentSID string `json:"-"`
 }
 
 // Client is a SIP client (credentials a device registers with).
