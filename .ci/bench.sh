@@ -29,7 +29,11 @@ while IFS= read -r line; do
 done < <(.ci/local-services.sh start bench)
 : "${PRESENCEHUB_REDIS_URL:?local-services printed no PRESENCEHUB_REDIS_URL}"
 : "${PRESENCEHUB_DATABASE_URL:?local-services printed no PRESENCEHUB_DATABASE_URL}"
-export PRESENCEHUB_ENCRYPTION_KEY=${PRESENCEHUB_ENCRYPTION_KEY:-presencehub-bench-only}
+# A fixed, strong (256-bit hex) key: SHA-256 of the weak secret earlier
+# benches used, which stays the legacy secret so that demo passwords a bench
+# database holds from before key ids still read.
+export PRESENCEHUB_ENCRYPTION_KEY=${PRESENCEHUB_ENCRYPTION_KEY:-$(printf presencehub-bench-only | sha256sum | cut -c1-64)}
+export PRESENCEHUB_ENCRYPTION_KEY_LEGACY=${PRESENCEHUB_ENCRYPTION_KEY_LEGACY:-presencehub-bench-only}
 # A leftover of an interrupted run must not skew the numbers.
 redis-cli -u "$PRESENCEHUB_REDIS_URL" flushdb >/dev/null
 

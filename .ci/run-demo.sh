@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 bin=bin/presencehub
 
 while IFS= read -r line; do export "$line"; done < <(.ci/local-services.sh start dev)
+# The demo's encryption key: 32 random bytes in hex, made once and kept (a
+# key file from before, 32 random bytes in base64, is strong too and kept).
 keyfile=.data/dev/encryption-key
-[ -s "$keyfile" ] || { head -c 32 /dev/urandom | base64 > "$keyfile"; chmod 600 "$keyfile"; }
+[ -s "$keyfile" ] || { (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$keyfile"); }
 export PRESENCEHUB_ENCRYPTION_KEY=${PRESENCEHUB_ENCRYPTION_KEY:-$(cat "$keyfile")}
 export PRESENCEHUB_LISTEN=${PRESENCEHUB_LISTEN:-127.0.0.1:8080}
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 )
@@ -353,5 +355,50 @@ func TestHealth(t *testing.T) {
 	r := f.do(asNone, "GET", "/metrics", nil)
 	if r.status != 200 || !strings.Contains(string(r.body), "presencehub_stream_connections") {
 		t.Errorf("GET /metrics = %d, want 200 with stream metrics: %s", r.status, truncate(r.body))
+	}
+}
+
+// TestClientThatDoesNotDecrypt is issue #9 finding 12: a SIP client whose
+// stored password does not decrypt (written with another key, or damaged)
+// is listed with "password": null and "decrypt_failed": true; the list and
+// the other clients are answered as usual, never a 500.
+func TestClientThatDoesNotDecrypt(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	bob := must(f.db.CreateClient(ctx, store.Client{AccountSID: f.a1.SID, Username: "bob", IsActive: true}, "bobs-pw"))
+	conn, err := pgx.Connect(ctx, f.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE clients SET password = '\x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'::bytea WHERE client_sid = $1`, bob.SID); err != nil {
+		t.Fatal(err)
+	}
+	r := f.do(asOwn, "GET", "/v1/Clients?account_sid="+f.a1.SID, nil)
+	if r.status != 200 {
+		t.Fatalf("GET /v1/Clients: %d %s, want 200", r.status, r.body)
+	}
+	var cs []map[string]any
+	r.json(t, &cs)
+	seen := 0
+	for _, c := range cs {
+		switch c["username"] {
+		case "bob":
+			seen++
+			if pw, ok := c["password"]; !ok || pw != nil || c["decrypt_failed"] != true {
+				t.Errorf("bob: %v, want password null and decrypt_failed true", c)
+			}
+		case "alice":
+			seen++
+			if _, ok := c["decrypt_failed"]; ok || c["password"] != "sXXXXX" {
+				t.Errorf("alice: %v, want password sXXXXX and no decrypt_failed", c)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("GET /v1/Clients = %s, want alice and bob", r.body)
+	}
+	if r := f.do(asOwn, "GET", "/v1/Clients/"+bob.SID, nil); r.status != 200 || !strings.Contains(string(r.body), `"decrypt_failed":true`) {
+		t.Errorf("GET bob: %d %s, want 200 with decrypt_failed", r.status, r.body)
 	}
 }

@@ -33,19 +33,26 @@ func (f flag) MarshalJSON() ([]byte, error) {
 
 // clientJSON is the jambonz shape of a SIP client.
 type clientJSON struct {
-	ClientSID               string `json:"client_sid"`
-	AccountSID              string `json:"account_sid"`
-	Username                string `json:"username"`
-	Password                string `json:"password"`
-	IsActive                flag   `json:"is_active"`
-	AllowDirectAppCalling   flag   `json:"allow_direct_app_calling"`
-	AllowDirectQueueCalling flag   `json:"allow_direct_queue_calling"`
-	AllowDirectUserCalling  flag   `json:"allow_direct_user_calling"`
+	ClientSID               string  `json:"client_sid"`
+	AccountSID              string  `json:"account_sid"`
+	Username                string  `json:"username"`
+	Password                *string `json:"password"` // masked; null when it does not decrypt
+	IsActive                flag    `json:"is_active"`
+	AllowDirectAppCalling   flag    `json:"allow_direct_app_calling"`
+	AllowDirectQueueCalling flag    `json:"allow_direct_queue_calling"`
+	AllowDirectUserCalling  flag    `json:"allow_direct_user_calling"`
+	// DecryptFailed (only when true; not in jambonz's shape): the stored
+	// password does not decrypt with the configured keys.
+	DecryptFailed bool `json:"decrypt_failed,omitempty"`
 }
 
 func toClientJSON(c store.Client) clientJSON {
-	return clientJSON{c.SID, c.AccountSID, c.Username, c.Password, flag(c.IsActive),
-		flag(c.AllowDirectAppCalling), flag(c.AllowDirectQueueCalling), flag(c.AllowDirectUserCalling)}
+	var pw *string
+	if !c.DecryptFailed {
+		pw = &c.Password
+	}
+	return clientJSON{c.SID, c.AccountSID, c.Username, pw, flag(c.IsActive),
+		flag(c.AllowDirectAppCalling), flag(c.AllowDirectQueueCalling), flag(c.AllowDirectUserCalling), c.DecryptFailed}
 }
 
 // clientBody is what POST and PUT accept; absent fields stay unchanged (PUT)

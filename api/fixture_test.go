@@ -65,7 +65,7 @@ func newFixtureSocket(t *testing.T, so api.StreamOptions, sndbuf int) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	dbURL := storetest.NewDatabase(t)
-	db, err := store.Open(ctx, dbURL, "api-test-secret")
+	db, err := store.Open(ctx, dbURL, store.Options{Keys: store.Keys{Current: storetest.EncryptionKey}})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

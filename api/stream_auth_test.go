@@ -13,6 +13,7 @@ import (
 	"github.com/presencehub/presencehub/api"
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
+	"github.com/presencehub/presencehub/store/storetest"
 )
 
 // wsClient is a test's stream connection.
@@ -129,7 +130,7 @@ func TestStreamAuthorizationLasts(t *testing.T) {
 		}
 		return key, tok
 	}
-	other, err := store.Open(ctx, f.dbURL, "api-test-secret") // another process
+	other, err := store.Open(ctx, f.dbURL, store.Options{Keys: store.Keys{Current: storetest.EncryptionKey}}) // another process
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,10 @@ import (
 type DB struct {
 	pool   *pgxpool.Pool
 	sealer *sealer
+	log    *slog.Logger
+	// undecryptable holds the sids of clients whose password did not
+	// decrypt and was logged (once per client and process).
+	undecryptable sync.Map
 
 	accounts *ttlCache[string, Account]
 	keys     *ttlCache[[32]byte, authEntry] // by token hash
@@ -54,15 +59,40 @@ const (
 	touchInterval   = time.Minute
 )
 
+// Keys are the encryption keys of SIP client passwords.
+type Keys struct {
+	// Current (PRESENCEHUB_ENCRYPTION_KEY) encrypts every password written
+	// and reads those written with it: hex or base64 of at least 32 bytes
+	// (ParseEncryptionKey). Required.
+	Current string
+	// Previous (PRESENCEHUB_ENCRYPTION_KEY_PREVIOUS, same format) reads
+	// rows written with the key used before a rotation.
+	Previous string
+	// Legacy (PRESENCEHUB_ENCRYPTION_KEY_LEGACY) is the secret of
+	// presencehub before key ids, any string: it reads rows in that format.
+	// Those rows are also tried with the Current and Previous strings.
+	Legacy string
+}
+
+// Options are Open's settings besides the database URL.
+type Options struct {
+	Keys Keys
+	// Logger gets what the DB reports on its own, such as a password that
+	// does not decrypt (default slog.Default()).
+	Logger *slog.Logger
+}
+
 // Open connects a pool to databaseURL. Connections are made lazily, so Open
-// succeeds while the database is still starting; use Ping to check it.
-// encryptionKey (PRESENCEHUB_ENCRYPTION_KEY) encrypts SIP client passwords;
-// it must not be empty, and must stay the same for stored passwords to be
-// readable.
-func Open(ctx context.Context, databaseURL, encryptionKey string) (*DB, error) {
-	s, err := newSealer(encryptionKey)
+// succeeds while the database is still starting; use Ping to check it. It
+// fails (ErrInvalid) when opts.Keys are not keys of 256 bits or more.
+func Open(ctx context.Context, databaseURL string, opts Options) (*DB, error) {
+	s, err := newSealer(opts.Keys)
 	if err != nil {
 		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
 	}
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
@@ -79,6 +109,7 @@ func Open(ctx context.Context, databaseURL, encryptionKey string) (*DB, error) {
 	db := &DB{
 		pool:     pool,
 		sealer:   s,
+		log:      log,
 		accounts: newTTLCache[string, Account](accountCacheTTL, accountCacheMax),
 		keys:     newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),
 		sessions: newTTLCache[[32]byte, authEntry](authCacheTTL, authCacheMax),

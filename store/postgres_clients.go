@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ClientFilter selects SIP clients; an empty field does not filter.
@@ -46,9 +46,17 @@ func (db *DB) scanClient(r pgx.Row) (Client, error) {
 	if err != nil {
 		return Client{}, err
 	}
-	pw, err := db.sealer.open(sealed, passwordAAD(c.SID))
+	pw, _, err := db.sealer.open(sealed, passwordAAD(c.SID))
 	if err != nil {
-		return Client{}, fmt.Errorf("client %s: %w", c.SID, err)
+		// One bad row must not take the list down: the client is shown
+		// without its password, and the operator told once.
+		c.DecryptFailed = true
+		if _, seen := db.undecryptable.LoadOrStore(c.SID, true); !seen {
+			db.log.Error("a SIP client's password does not decrypt: it is shown without it; "+
+				"set the key it was written with as --encryption-key-previous (or --encryption-key-legacy), or set a new password",
+				"client_sid", c.SID, "key_id", storedKeyID(sealed), "err", err)
+		}
+		return c, nil
 	}
 	c.Password = maskPassword(pw)
 	return c, nil
@@ -161,4 +169,74 @@ func (db *DB) DeleteClient(ctx context.Context, sid string) error {
 	}
 	tag, err := db.pool.Exec(ctx, `DELETE FROM clients WHERE client_sid = $1`, sid)
 	return rowsAffected(tag, err, "delete client", "client "+sid)
+}
+
+// ReencryptResult counts what Reencrypt did with the stored passwords.
+type ReencryptResult struct {
+	Scanned     int // rows read
+	Reencrypted int // rewritten with the current key
+	Current     int // already written with the current key: left alone
+	Failed      int // did not decrypt with any configured key: left alone
+	Changed     int // changed by someone else while being re-encrypted: left alone (a new value is written with the current key)
+}
+
+// Reencrypt rewrites every SIP client password not written with the
+// current key (the previous key's, the legacy format) with the current key,
+// batch rows at a time, each batch in its own transaction. It is
+// idempotent: a second run finds every readable row current. A row is only
+// replaced if it still holds the value that was read, so a concurrent
+// update wins. Rows that do not decrypt are counted and left as they are.
+func (db *DB) Reencrypt(ctx context.Context, batch int) (ReencryptResult, error) {
+	var res ReencryptResult
+	if batch < 1 {
+		return res, newError(KindInvalid, "batch", "batch must be at least 1")
+	}
+	after := "00000000-0000-0000-0000-000000000000"
+	for {
+		type row struct {
+			sid    string
+			sealed []byte
+		}
+		rows, _ := db.pool.Query(ctx, `SELECT client_sid::text, password FROM clients WHERE client_sid > $1 ORDER BY client_sid LIMIT $2`, after, batch)
+		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			err := r.Scan(&x.sid, &x.sealed)
+			return x, err
+		})
+		if err != nil {
+			return res, mapError(err, "reencrypt: read clients", "")
+		}
+		if len(rs) == 0 {
+			return res, nil
+		}
+		after = rs[len(rs)-1].sid
+		res.Scanned += len(rs)
+		var b pgx.Batch
+		for _, x := range rs {
+			pw, current, err := db.sealer.open(x.sealed, passwordAAD(x.sid))
+			switch {
+			case err != nil:
+				res.Failed++
+				db.log.Error("reencrypt: a SIP client's password does not decrypt with the configured keys; left as it is",
+					"client_sid", x.sid, "key_id", storedKeyID(x.sealed))
+			case current:
+				res.Current++
+			default:
+				b.Queue(`UPDATE clients SET password = $2 WHERE client_sid = $1 AND password = $3`,
+					x.sid, db.sealer.seal(pw, passwordAAD(x.sid)), x.sealed).Exec(func(tag pgconn.CommandTag) error {
+					if tag.RowsAffected() == 1 {
+						res.Reencrypted++
+					} else {
+						res.Changed++
+					}
+					return nil
+				})
+			}
+		}
+		if b.Len() > 0 {
+			if err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &b).Close() }); err != nil {
+				return res, mapError(err, "reencrypt: write clients", "")
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store/storetest"
 )
 
 func TestMaskPassword(t *testing.T) {
@@ -190,8 +191,8 @@ func TestClientPasswordIsEncryptedAtRest(t *testing.T) {
 	if bytes.Equal(r1, r2) {
 		t.Errorf("two clients with the same password store the same bytes; want a random nonce per value")
 	}
-	if len(r1) != len(pw)+28 {
-		t.Errorf("stored password is %d bytes, want %d (12 nonce + plaintext + 16 tag)", len(r1), len(pw)+28)
+	if len(r1) != len(pw)+sealHeader+28 {
+		t.Errorf("stored password is %d bytes, want %d (7 header + 12 nonce + plaintext + 16 tag)", len(r1), len(pw)+sealHeader+28)
 	}
 	for _, c := range []Client{c1, c2} {
 		if got, err := readPassword(db, c.SID); err != nil || got != pw {
@@ -207,7 +208,7 @@ func TestClientPasswordIsEncryptedAtRest(t *testing.T) {
 	}
 
 	// Another key cannot read it (and says so instead of returning junk).
-	other := openDB(t, url, "another key")
+	other := openDB(t, url, storetest.OtherEncryptionKey)
 	if got, err := readPassword(other, c1.SID); err == nil || errors.Is(err, ErrNotFound) {
 		t.Errorf("password with the wrong key = %q, %v; want a decryption error", got, err)
 	}
@@ -285,5 +286,6 @@ func readPassword(db *DB, sid string) (string, error) {
 	if err := db.pool.QueryRow(context.Background(), `SELECT password FROM clients WHERE client_sid = $1`, sid).Scan(&sealed); err != nil {
 		return "", err
 	}
-	return db.sealer.open(sealed, passwordAAD(sid))
+	pw, _, err := db.sealer.open(sealed, passwordAAD(sid))
+	return pw, err
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/presencehub/presencehub/store/storetest"
 )
 
-const testKey = "test encryption key"
+const testKey = storetest.EncryptionKey
 
 // openTestDB returns a migrated DB on a fresh database, and that
 // database's URL (for a second DB, or raw SQL).
@@ -30,7 +30,7 @@ func openTestDB(t *testing.T) (*DB, string) {
 // openDB opens another DB on url, closed when the test ends.
 func openDB(t *testing.T, url, key string) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), url, key)
+	db, err := Open(context.Background(), url, Options{Keys: Keys{Current: key}})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -109,7 +109,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 const missingSID = "00000000-0000-4000-8000-000000000000"
 
 func TestOpenRefusesEmptyEncryptionKey(t *testing.T) {
-	_, err := Open(context.Background(), "postgres://127.0.0.1/x", "")
+	_, err := Open(context.Background(), "postgres://127.0.0.1/x", Options{})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "PRESENCEHUB_ENCRYPTION_KEY") {
 		t.Fatalf("Open with an empty key: got %v, want ErrInvalid naming PRESENCEHUB_ENCRYPTION_KEY", err)
 	}

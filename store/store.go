@@ -74,14 +74,17 @@ type APIKey struct {
 
 // Client is a SIP client (credentials a device registers with).
 type Client struct {
-	SID                     string `json:"client_sid"`
-	AccountSID              string `json:"account_sid"`
-	Username                string `json:"username"`
-	Password                string `json:"password"` // masked: first character then X for every other
-	IsActive                bool   `json:"is_active"`
-	AllowDirectAppCalling   bool   `json:"allow_direct_app_calling"`
-	AllowDirectQueueCalling bool   `json:"allow_direct_queue_calling"`
-	AllowDirectUserCalling  bool   `json:"allow_direct_user_calling"`
+	SID        string `json:"client_sid"`
+	AccountSID string `json:"account_sid"`
+	Username   string `json:"username"`
+	Password   string `json:"password"` // masked: first character then X for every other
+	// DecryptFailed: the stored password does not decrypt with the
+	// configured keys; Password is then empty.
+	DecryptFailed           bool `json:"decrypt_failed,omitempty"`
+	IsActive                bool `json:"is_active"`
+	AllowDirectAppCalling   bool `json:"allow_direct_app_calling"`
+	AllowDirectQueueCalling bool `json:"allow_direct_queue_calling"`
+	AllowDirectUserCalling  bool `json:"allow_direct_user_calling"`
 }
 
 // CanSeeAccount reports whether p may read or change account a: admin sees

@@ -125,7 +125,7 @@ func (b *bench) start(ctx context.Context) error {
 	}
 	b.key = *b.adminKey
 	if b.key == "" {
-		db, err := cli.OpenDB(ctx, b.c)
+		db, err := cli.OpenDB(ctx, b.c, false, nil)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
-	db, err := cli.OpenDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c, false, nil)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func cmdAPIKey(ctx context.Context, args []string, getenv func(string) string, s
 		t := time.Now().Add(*expires).UTC()
 		k.ExpiresAt = &t
 	}
-	db, err := cli.OpenDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c, false, nil)
 	if err != nil {
 		return err
 	}

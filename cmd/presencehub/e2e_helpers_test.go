@@ -89,7 +89,7 @@ func startInstanceWith(t *testing.T, opts startOptions, redisOpts ...storetest.R
 	in.env = map[string]string{
 		"PRESENCEHUB_REDIS_URL":      redisURL,
 		"PRESENCEHUB_DATABASE_URL":   storetest.NewDatabase(t),
-		"PRESENCEHUB_ENCRYPTION_KEY": "e2e-test-secret",
+		"PRESENCEHUB_ENCRYPTION_KEY": storetest.EncryptionKey,
 		"PRESENCEHUB_LISTEN":         "127.0.0.1:0",
 		// A short retention: fewer daily partitions to create at start.
 		"PRESENCEHUB_HISTORY_RETENTION": "24h",

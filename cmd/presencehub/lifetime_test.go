@@ -25,7 +25,7 @@ func TestServeWaitsForItsGoroutines(t *testing.T) {
 	env := map[string]string{
 		"PRESENCEHUB_REDIS_URL":      rs.URL,
 		"PRESENCEHUB_DATABASE_URL":   storetest.NewDatabase(t),
-		"PRESENCEHUB_ENCRYPTION_KEY": "lifetime-test-secret",
+		"PRESENCEHUB_ENCRYPTION_KEY": storetest.EncryptionKey,
 		"PRESENCEHUB_LISTEN":         "127.0.0.1:0",
 	}
 	getenv := func(k string) string { return env[k] }

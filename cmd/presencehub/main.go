@@ -25,6 +25,7 @@ Commands:
   migrate    apply the database migrations
   apikey     manage API keys (apikey create --admin | --service-provider SID | --account SID)
   seed       create demo data (service provider, account, SIP clients) and an admin key
+  reencrypt  re-encrypt every stored SIP client password with the current encryption key
   simulate   write registrations into Redis the way a jambonz SBC does
   version    print the version
 
@@ -35,11 +36,12 @@ be set by the environment variable named in its help.
 // run is the whole program; main only calls it, tests call it too.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return cli.Program{Name: "presencehub", Usage: usage, What: "command", Commands: map[string]cli.Command{
-		"serve":    cmdServe,
-		"migrate":  cmdMigrate,
-		"apikey":   cmdAPIKey,
-		"seed":     cmdSeed,
-		"simulate": cmdSimulate,
+		"serve":     cmdServe,
+		"migrate":   cmdMigrate,
+		"apikey":    cmdAPIKey,
+		"seed":      cmdSeed,
+		"reencrypt": cmdReencrypt,
+		"simulate":  cmdSimulate,
 		"bench": func(_ context.Context, _ []string, _ func(string) string, _, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "presencehub: the benchmarks are a command of their own: presencehub-bench <name> (make build puts it in bin/)")
 			return cli.ErrUsage

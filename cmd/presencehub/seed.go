@@ -26,10 +26,7 @@ func cmdSeed(ctx context.Context, args []string, getenv func(string) string, std
 	if err := fs.ParseArgs(args); err != nil {
 		return err
 	}
-	if *c.EncryptionKey == "" {
-		return errors.New("seed stores SIP client passwords: set --encryption-key or PRESENCEHUB_ENCRYPTION_KEY")
-	}
-	db, err := cli.OpenDB(ctx, c)
+	db, err := cli.OpenDB(ctx, c, true, nil) // it stores SIP client passwords
 	if err != nil {
 		return err
 	}

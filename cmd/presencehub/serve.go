@@ -134,9 +134,9 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("--flap-sessions %d: want 1 or more", *flapSessions)
 	}
 
-	db, err := store.Open(ctx, *c.DatabaseURL, *c.EncryptionKey)
+	db, err := cli.OpenDB(ctx, c, true, log)
 	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return err
 	}
 	defer db.Close()
 	if *migrate {
@@ -325,7 +325,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		return serveUntil(ctx, srv, ln, tlsFiles)
 	})
 	fmt.Fprintf(stdout, "presencehub %s serving on %s\n", version, url)
-	log.Info("serving", "url", url, "redis", redactURL(*c.RedisURL), "postgres", redactURL(*c.DatabaseURL))
+	log.Info("serving", "url", url, "redis", redactURL(*c.RedisURL), "postgres", redactURL(*c.DatabaseURL), "encryption_key_id", db.EncryptionKeyID())
 
 	select {
 	case <-ctx.Done():

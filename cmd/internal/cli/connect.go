@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -16,11 +19,12 @@ import (
 // Common holds the connection settings every command shares; a field is
 // nil when the command did not ask for it.
 type Common struct {
-	RedisURL, DatabaseURL, EncryptionKey *string
+	RedisURL, DatabaseURL                                     *string
+	EncryptionKey, EncryptionKeyPrevious, EncryptionKeyLegacy *string
 }
 
-// AddCommon declares --redis-url (if redis) and --database-url and
-// --encryption-key (if db).
+// AddCommon declares --redis-url (if redis) and --database-url and the
+// --encryption-key flags (if db).
 func AddCommon(fs *FlagSet, redis, db bool) Common {
 	var c Common
 	if redis {
@@ -29,21 +33,36 @@ func AddCommon(fs *FlagSet, redis, db bool) Common {
 	}
 	if db {
 		c.DatabaseURL = fs.EnvString("database-url", "PRESENCEHUB_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/presencehub?sslmode=disable", "PostgreSQL URL")
-		c.EncryptionKey = fs.EnvString("encryption-key", "PRESENCEHUB_ENCRYPTION_KEY", "", "secret that encrypts SIP client passwords at rest (required; keep it stable)")
+		c.EncryptionKey = fs.EnvString("encryption-key", "PRESENCEHUB_ENCRYPTION_KEY", "",
+			"key that encrypts SIP client passwords at rest: 32 random bytes or more in hex or base64, e.g. from  openssl rand -hex 32  (required by serve, seed and reencrypt)")
+		c.EncryptionKeyPrevious = fs.EnvString("encryption-key-previous", "PRESENCEHUB_ENCRYPTION_KEY_PREVIOUS", "",
+			"the key used before --encryption-key, to read passwords written with it until  presencehub reencrypt  has moved them")
+		c.EncryptionKeyLegacy = fs.EnvString("encryption-key-legacy", "PRESENCEHUB_ENCRYPTION_KEY_LEGACY", "",
+			"the encryption secret of presencehub before key ids (any string), to read passwords written with it until  presencehub reencrypt  has moved them")
 	}
 	return c
 }
 
-// OpenDB opens the PostgreSQL store of c.
-func OpenDB(ctx context.Context, c Common) (*store.DB, error) {
-	key := *c.EncryptionKey
-	if key == "" {
-		// Commands that never touch passwords still need a key to open the
-		// store; a placeholder is safe because nothing is encrypted with it.
-		key = "unused-by-this-command"
+// Keys returns the encryption keys of c.
+func Keys(c Common) store.Keys {
+	return store.Keys{Current: *c.EncryptionKey, Previous: *c.EncryptionKeyPrevious, Legacy: *c.EncryptionKeyLegacy}
+}
+
+// OpenDB opens the PostgreSQL store of c. needKey tells whether the command
+// reads or writes SIP client passwords: then --encryption-key must be a
+// strong key (store.ParseEncryptionKey); otherwise the store gets a random
+// key nothing is encrypted with, and the flags are not looked at.
+func OpenDB(ctx context.Context, c Common, needKey bool, log *slog.Logger) (*store.DB, error) {
+	keys := Keys(c)
+	if !needKey {
+		var b [32]byte
+		rand.Read(b[:])
+		keys = store.Keys{Current: hex.EncodeToString(b[:])}
 	}
-	db, err := store.Open(ctx, *c.DatabaseURL, key)
-	if err != nil {
+	db, err := store.Open(ctx, *c.DatabaseURL, store.Options{Keys: keys, Logger: log})
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, err // a bad key: the message names it and says how to make one
+	} else if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return db, nil
