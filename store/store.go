@@ -68,7 +68,7 @@ type APIKey struct {
 	CreatedAt          time.Time  `json:"created_at"`
 	// ParentSID is the key that minted this one through the API ("" for
 	// keys made by the command line, the jambonz mirror, or before
-	// migration 0003). Deleting it deletes this key.
+	// migration 0004). Deleting it deletes this key.
 	ParentSID string `json:"-"`
 }
 
