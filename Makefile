@@ -2,25 +2,31 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: run test fuzz bench build generate check-generated lint deps-test screenshot stop clean
+.PHONY: run test fuzz fuzz-short bench build generate check-generated lint deps-test screenshot stop clean
 
 ## run: start private Redis + PostgreSQL in .data/dev, migrate, seed a demo, simulate an SBC and serve the dashboard
 run: build
 	@.ci/run-demo.sh
 
-## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector
+## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector, then every fuzz target for a few seconds
 test: deps-test check-generated lint
 	$(GO) test -race -count=1 -timeout 15m -tags browser ./...
+	@$(MAKE) --no-print-directory fuzz-short
 
-## fuzz: run every Go fuzz target (func FuzzXxx) for FUZZTIME each (make test runs only their seed corpora)
+## fuzz: run every Go fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each (go test runs their seed corpora)
 FUZZTIME ?= 60s
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-			echo "== $$pkg $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	@set -e; git grep -l --untracked '^func Fuzz' -- '*_test.go' | while read -r file; do \
+		dir=./$$(dirname "$$file"); \
+		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
+			echo "== $$dir $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) "$$dir"; \
 		done; \
 	done
+
+## fuzz-short: every fuzz target for 3 s (the last step of make test)
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 ## bench: short form of every benchmark, one table (see README "Performance")
 bench: build

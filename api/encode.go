@@ -156,11 +156,12 @@ func decodeError(err error) error {
 		}
 		return badRequest("request body must be %s, not %s", jsonKind(typ.Type.Kind().String()), typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		// The name comes from the body: quoted, but not at any length.
+		return badRequest("unknown field %s", truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 66))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("request body is not valid JSON (truncated)")
 	}
-	return badRequest("request body could not be read: %v", err)
+	return badRequest("request body could not be read: %s", truncate(err.Error(), 100))
 }
 
 func jsonKind(k string) string {
