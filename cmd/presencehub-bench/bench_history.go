@@ -269,7 +269,7 @@ func (b *bench) historyQueries(ctx context.Context, on *benchServer, sessions, s
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer pool.Close()
-	db, err := cli.OpenDB(ctx, b.c)
+	db, err := cli.OpenDB(ctx, b.c, false, nil)
 	if err != nil {
 		return err
 	}
