@@ -52,7 +52,8 @@ type ClusterOptions struct {
 	// starting replica reads to fill its resume history (default 100,000).
 	Backfill int
 	// Secret seals the credentials stream tickets stand for (as
-	// PRESENCEHUB_ENCRYPTION_KEY seals client passwords); tickets need it.
+	// PRESENCEHUB_ENCRYPTION_KEY seals client passwords, and in its format:
+	// hex or base64 of at least 32 bytes); tickets need it.
 	Secret string
 	Logger *slog.Logger
 }
@@ -117,7 +118,7 @@ func OpenCluster(opts ClusterOptions) (*Cluster, error) {
 		kN: p + "n", kLease: p + "lease", kTicket: p + "ticket:",
 	}
 	if opts.Secret != "" {
-		if c.sealer, err = newSealer(opts.Secret); err != nil {
+		if c.sealer, err = newSealer(Keys{Current: opts.Secret}); err != nil {
 			rdb.Close()
 			return nil, err
 		}

@@ -380,8 +380,8 @@ func TestClusterStateRoundTrip(t *testing.T) {
 // expires with its TTL, and a key holds at most perKey unused ones.
 func TestClusterTickets(t *testing.T) {
 	ctx := context.Background()
-	c1, rdb := openCluster(t, store.ClusterOptions{Secret: "s3cret"})
-	c2, err := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: "s3cret"})
+	c1, rdb := openCluster(t, store.ClusterOptions{Secret: storetest.EncryptionKey})
+	c2, err := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: storetest.EncryptionKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestClusterTickets(t *testing.T) {
 	if _, ok, _ := c2.RedeemTicket(ctx, short); ok {
 		t.Errorf("an expired ticket was redeemed")
 	}
-	wrong, _ := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: "another"})
+	wrong, _ := store.OpenCluster(store.ClusterOptions{Redis: c1.Options().Redis, Secret: storetest.OtherEncryptionKey})
 	defer wrong.Close()
 	id, _, _ = c1.IssueTicket(ctx, other, time.Minute, 5)
 	if _, ok, err := wrong.RedeemTicket(ctx, id); ok || err == nil {

@@ -84,7 +84,7 @@ func (c *Cluster) RedeemTicket(ctx context.Context, id string) (t Ticket, ok boo
 	if err := json.Unmarshal(v, &j); err != nil {
 		return t, false, fmt.Errorf("cluster ticket: %w", err)
 	}
-	if j.Token, err = c.sealer.open(j.Sealed, id); err != nil {
+	if j.Token, _, err = c.sealer.open(j.Sealed, id); err != nil {
 		return t, false, fmt.Errorf("cluster ticket: %w", err)
 	}
 	// Its place in the key's count is free again.

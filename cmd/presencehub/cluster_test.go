@@ -79,7 +79,7 @@ func newTestCluster(t *testing.T) *testCluster {
 	envMap := map[string]string{
 		"PRESENCEHUB_REDIS_URL":             srv.URL,
 		"PRESENCEHUB_DATABASE_URL":          storetest.NewDatabase(t),
-		"PRESENCEHUB_ENCRYPTION_KEY":        "cluster-test-secret",
+		"PRESENCEHUB_ENCRYPTION_KEY":        storetest.EncryptionKey,
 		"PRESENCEHUB_LISTEN":                "127.0.0.1:0",
 		"PRESENCEHUB_HISTORY_RETENTION":     "24h",
 		"PRESENCEHUB_REGISTRATION_HISTORY":  "false",
