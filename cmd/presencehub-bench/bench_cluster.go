@@ -64,12 +64,7 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	defer c.Close()
-	b.onCleanup(func(ctx context.Context) {
-		keys, _ := b.rdb.Keys(ctx, "presencehub:{"+name+"}:*").Result()
-		if len(keys) > 0 {
-			b.rdb.Del(ctx, keys...)
-		}
-	})
+	b.dropClusterAtEnd(name)
 	memBefore, err := b.redisUsedMemory(ctx)
 	if err != nil {
 		return err
@@ -159,12 +154,7 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 // the takeover, the re-read of Redis, the appends of what changed).
 func (b *bench) clusterFailover(ctx context.Context, name string) error {
 	b.serverEnv = append(b.serverEnv, "PRESENCEHUB_CLUSTER_NAME="+name)
-	b.onCleanup(func(ctx context.Context) {
-		keys, _ := b.rdb.Keys(ctx, "presencehub:{"+name+"}:*").Result()
-		if len(keys) > 0 {
-			b.rdb.Del(ctx, keys...)
-		}
-	})
+	b.dropClusterAtEnd(name)
 	var reps []*benchServer
 	for range 3 {
 		srv, err := b.spawn(ctx)
@@ -275,4 +265,14 @@ func ptr(v bool) *bool { return &v }
 func (b *bench) appended(ctx context.Context, name string) int64 {
 	n, _ := b.rdb.Get(ctx, "presencehub:{"+name+"}:n").Int64()
 	return n
+}
+
+// dropClusterAtEnd deletes the keys of cluster name when the benchmark ends.
+func (b *bench) dropClusterAtEnd(name string) {
+	b.onCleanup(func(ctx context.Context) {
+		keys, _ := b.rdb.Keys(ctx, "presencehub:{"+name+"}:*").Result()
+		if len(keys) > 0 {
+			b.rdb.Del(ctx, keys...)
+		}
+	})
 }
