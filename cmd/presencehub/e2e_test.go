@@ -353,7 +353,15 @@ func TestStreamSurvivesRedisRestart(t *testing.T) {
 func TestSlowSubscriber(t *testing.T) {
 	// A small queue and large records, so that the slow subscriber's socket
 	// buffers fill and its queue overflows within a few thousand changes.
-	in := startInstanceEnv(t, map[string]string{"PRESENCEHUB_QUEUE_LEN": "64"})
+	// The slow subscriber reads nothing, not even a pong, for as long as the
+	// fast one takes to converge: on a loaded machine that can pass the
+	// default ping interval and write timeout, which would close it as dead.
+	// Dead-peer detection is not what this test is about.
+	in := startInstanceEnv(t, map[string]string{
+		"PRESENCEHUB_QUEUE_LEN":            "64",
+		"PRESENCEHUB_STREAM_PING_INTERVAL": "10m",
+		"PRESENCEHUB_STREAM_WRITE_TIMEOUT": "10m",
+	})
 	sid, key := in.account("slow.example.com")
 	const users, rounds = 300, 20
 

@@ -46,6 +46,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	subBurst := fs.EnvInt("stream-subscribe-burst", "PRESENCEHUB_STREAM_SUBSCRIBE_BURST", 100, "burst of subscribe frames per websocket connection")
 	keySubRate := fs.EnvInt("stream-key-subscribe-rate", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_RATE", 1000, "subscribe frames per second per API key over all its connections")
 	keySubBurst := fs.EnvInt("stream-key-subscribe-burst", "PRESENCEHUB_STREAM_KEY_SUBSCRIBE_BURST", 20_000, "burst of subscribe frames per API key")
+	pingInterval := fs.EnvDuration("stream-ping-interval", "PRESENCEHUB_STREAM_PING_INTERVAL", 30*time.Second, "how often each websocket connection is pinged (the first ping comes after a random half to whole interval); a peer that does not answer within --stream-write-timeout is closed")
+	writeTimeout := fs.EnvDuration("stream-write-timeout", "PRESENCEHUB_STREAM_WRITE_TIMEOUT", 10*time.Second, "how long one write (or a ping's pong) to a websocket connection may take before the connection is closed as dead")
 	regHistory := fs.EnvBool("registration-history", "PRESENCEHUB_REGISTRATION_HISTORY", true, "record registration sessions in PostgreSQL (RegistrationHistory, Presence, the dashboard's charts and user pages)")
 	retention := fs.EnvDuration("history-retention", "PRESENCEHUB_HISTORY_RETENTION", 30*24*time.Hour, "how long ended registration sessions are kept (whole days are dropped)")
 	histBuffer := fs.EnvInt("registration-history-buffer", "PRESENCEHUB_REGISTRATION_HISTORY_BUFFER", 65536, "changes waiting for PostgreSQL before they are dropped and recorded as a gap")
@@ -223,6 +225,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 			MaxConnsPerKey: *streamPerKey, MaxUpgradesPerIP: *streamPerIP,
 			SubscribeRate: float64(*subRate), SubscribeBurst: *subBurst,
 			KeySubscribeRate: float64(*keySubRate), KeySubscribeBurst: *keySubBurst,
+			PingInterval: *pingInterval, WriteTimeout: *writeTimeout,
 		},
 		HistoryOpts: api.HistoryOptions{MaxLimit: *histPageMax, FlapSessions: *flapSessions},
 	}
