@@ -210,3 +210,25 @@ func (w *watched) waitState(t *testing.T, what string, aors ...string) {
 	want := strings.Join(aors, ",")
 	waitFor(t, 10*time.Second, what+": state "+want, func() bool { return strings.Join(w.sink.aors(), ",") == want }, w.describe)
 }
+
+// errorsContaining counts the error records whose message or attributes
+// contain s.
+func (l *logRecorder) errorsContaining(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.records {
+		if r.Level != slog.LevelError {
+			continue
+		}
+		found := strings.Contains(r.Message, s)
+		r.Attrs(func(a slog.Attr) bool {
+			found = found || strings.Contains(a.Value.String(), s)
+			return true
+		})
+		if found {
+			n++
+		}
+	}
+	return n
+}

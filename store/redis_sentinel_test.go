@@ -189,3 +189,64 @@ func stringContains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestRedisSentinelFailoverWithoutNotifications: the promoted replica lacks
+// notify-keyspace-events and presencehub may not configure it. The watcher
+// follows the failover, finds the setting missing exactly as at start, says
+// so in Health (not ready) and in the log with the command that fixes it,
+// and keeps retrying; once the operator runs that command it subscribes,
+// resyncs, and its state equals the new master's, changes made while it
+// was not ready included.
+func TestRedisSentinelFailoverWithoutNotifications(t *testing.T) {
+	ctx := context.Background()
+	set := storetest.StartSentinelSet(t)
+	logs := &logRecorder{}
+	src, err := store.NewRedisSource(store.RedisOptions{
+		URL: set.Master.URL, Sentinels: set.Sentinels, SentinelMaster: storetest.SentinelMaster,
+		ReconcileEvery: -1, Logger: slog.New(logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := newFakeSink()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- src.Watch(wctx, sink) }()
+	defer func() {
+		stopWatch()
+		<-watchDone
+		src.Close()
+	}()
+	waitFor(t, 10*time.Second, "first resync", func() bool { return sink.resyncCount() >= 1 }, func() string { return "" })
+
+	set.Failover(t)
+	waitFor(t, 20*time.Second, "not ready: notifications off on the new master", func() bool {
+		return src.Health().Problem == "redis keyspace notifications are off"
+	}, func() string { return fmt.Sprintf("%+v", src.Health()) })
+	if fix := logs.errorsContaining("CONFIG SET notify-keyspace-events"); fix == 0 {
+		t.Errorf("no error log names the command that fixes it")
+	}
+
+	// Changes while not ready, then the fix.
+	nm := set.Replica.Client(t)
+	for i := range 20 {
+		rec := store.SBCRecord{Contact: fmt.Sprintf("sip:n%02d@10.0.0.2:5060", i), Protocol: "udp"}
+		if _, err := store.RegisterAsSBC(ctx, nm, fmt.Sprintf("n%02d", i), "fix.example.com", rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nm.ConfigSet(ctx, "notify-keyspace-events", storetest.RedisNotifyFlags).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "ready again with the new master's state", func() bool {
+		return src.Health().Connected && len(sink.aors()) == 20
+	}, func() string { return fmt.Sprintf("%+v, %d users", src.Health(), len(sink.aors())) })
+	rec := store.SBCRecord{Contact: "sip:late@10.0.0.2:5060", Protocol: "udp"}
+	if _, err := store.RegisterAsSBC(ctx, nm, "late", "fix.example.com", rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a change after the fix", func() bool {
+		_, ok := sink.get("late@fix.example.com")
+		return ok
+	}, func() string { return fmt.Sprint(sink.aors()) })
+}
