@@ -395,40 +395,53 @@ func queueActive(b *pgx.Batch, r *hub.Registration, epoch string, seq int64, at,
 func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 	epoch := pres.Epoch()
 	now := h.opts.Now()
-	b := &pgx.Batch{}
-	var realms, users []string
-	for _, realm := range pres.Realms() {
-		// The seq before the users: a queued change at or below it is
-		// already in what Users returns and is skipped as applied.
-		seq := int64(pres.Stats(realm).Seq)
-		for _, u := range pres.Users(realm) {
-			start := u.Since
-			if u.LastEvent == hub.EventUpdated {
-				start = u.EventTime // the current binding began with the update
-			}
-			reg := hub.Registration{User: u.Name, Realm: realm, Contact: u.Contact, Protocol: u.Protocol, Proxy: u.Proxy,
-				AllowDirectApp: flagBit(u.Flags.App), AllowDirectQueue: flagBit(u.Flags.Queue), AllowDirectUser: flagBit(u.Flags.User), ExpiryTime: u.ExpiryTime}
-			queueActive(b, &reg, epoch, seq, now, start, 0)
-			realms = append(realms, realm)
-			users = append(users, u.Name)
-		}
-	}
 	cutoff := h.cutoff(now)
-	// Sessions that ended before the retention would land in no partition:
-	// they are past keeping anyway.
-	b.Queue(`DELETE FROM registration_sessions_open o
-		WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = o.realm AND l.user_name = o.user_name)
-		AND LEAST(COALESCE(o.expires_at, o.last_refresh, o.started_at), $3::timestamptz) < $4::timestamptz`, realms, users, now, cutoff)
-	b.Queue(`UPDATE registration_sessions s SET end_reason = 'expired',
-		ended_at = GREATEST(s.started_at, LEAST(COALESCE(s.expires_at, s.last_refresh, s.started_at), $3::timestamptz)), last_epoch = $4
-		WHERE s.ended_at = 'infinity'
-		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
-		realms, users, now, epoch)
 	if err := h.ensureDays(ctx, cutoff, now); err != nil {
 		return err
 	}
+	var realms, users []string
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, b).Close()
+		// The statements go in batches of historyReconcileChunk users: one
+		// batch of them all held every statement and its arguments at
+		// once (3 GiB for 500,000 registrations). One transaction still.
+		b := &pgx.Batch{}
+		send := func() error {
+			err := tx.SendBatch(ctx, b).Close()
+			b = &pgx.Batch{}
+			return err
+		}
+		for _, realm := range pres.Realms() {
+			// The seq before the users: a queued change at or below it is
+			// already in what Users returns and is skipped as applied.
+			seq := int64(pres.Stats(realm).Seq)
+			for _, u := range pres.Users(realm) {
+				start := u.Since
+				if u.LastEvent == hub.EventUpdated {
+					start = u.EventTime // the current binding began with the update
+				}
+				reg := hub.Registration{User: u.Name, Realm: realm, Contact: u.Contact, Protocol: u.Protocol, Proxy: u.Proxy,
+					AllowDirectApp: flagBit(u.Flags.App), AllowDirectQueue: flagBit(u.Flags.Queue), AllowDirectUser: flagBit(u.Flags.User), ExpiryTime: u.ExpiryTime}
+				queueActive(b, &reg, epoch, seq, now, start, 0)
+				realms = append(realms, realm)
+				users = append(users, u.Name)
+				if b.Len() >= 3*historyReconcileChunk {
+					if err := send(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		// Sessions that ended before the retention would land in no partition:
+		// they are past keeping anyway.
+		b.Queue(`DELETE FROM registration_sessions_open o
+		WHERE NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = o.realm AND l.user_name = o.user_name)
+		AND LEAST(COALESCE(o.expires_at, o.last_refresh, o.started_at), $3::timestamptz) < $4::timestamptz`, realms, users, now, cutoff)
+		b.Queue(`UPDATE registration_sessions s SET end_reason = 'expired',
+		ended_at = GREATEST(s.started_at, LEAST(COALESCE(s.expires_at, s.last_refresh, s.started_at), $3::timestamptz)), last_epoch = $4
+		WHERE s.ended_at = 'infinity'
+		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
+			realms, users, now, epoch)
+		return send()
 	})
 	if err != nil {
 		return err
@@ -437,6 +450,10 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 	h.log.Info("registration history reconciled with the hub", "registered", len(users))
 	return nil
 }
+
+// historyReconcileChunk is how many users' statements a reconcile sends
+// in one batch.
+const historyReconcileChunk = 2000
 
 func flagBit(b bool) int {
 	if b {
