@@ -32,7 +32,7 @@ func (db *DB) ExplainOnlineSeries(ctx context.Context, accountSID string, from, 
 		return "", err
 	}
 	n := int((now.Sub(from) + step - 1) / step)
-	return db.explain(ctx, noParallel, sqlOnlineBuckets, sid, from, now, step.Seconds(), n)
+	return db.explain(ctx, chartSettings, sqlOnlineBuckets, sid, from, now, step.Seconds(), n)
 }
 
 // ExplainSessionCounts explains SessionCounts(accountSID, now).
@@ -44,7 +44,7 @@ func (db *DB) ExplainSessionCounts(ctx context.Context, accountSID string, now t
 	return db.explain(ctx, "", fmt.Sprintf(sqlSessionCounts, ""), sid, now.Add(-24*time.Hour), now.Add(-time.Hour))
 }
 
-// explain runs setup (a SET LOCAL the query runs with, or "") and then
+// explain runs setup (the settings the query runs with, or "") and then
 // EXPLAIN (ANALYZE, BUFFERS) of query in one transaction.
 func (db *DB) explain(ctx context.Context, setup, query string, args ...any) (string, error) {
 	var b strings.Builder
