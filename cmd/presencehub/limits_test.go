@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/presencehub/presencehub/cmd/internal/cli"
 )
 
 // TestHTTPServerLimits runs serve with short limits and checks, on the real
@@ -160,4 +162,115 @@ func TestHSTS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShutdownDrainTimeoutFlag checks that --shutdown-drain-timeout (or its
+// variable) parses, is checked, and is what serveUntil gives requests in
+// flight: with the default a request still running at shutdown finishes; with
+// 1ms a stuck one is cut and serveUntil returns without it.
+func TestShutdownDrainTimeoutFlag(t *testing.T) {
+	parse := func(t *testing.T, args []string, env map[string]string) (httpLimits, error) {
+		t.Helper()
+		getenv := func(k string) string { return env[k] }
+		fs := cli.NewFlagSet("serve", "", getenv, io.Discard)
+		lim := addHTTPLimitFlags(fs)
+		if err := fs.ParseArgs(args); err != nil {
+			return lim, err
+		}
+		return lim, lim.check()
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    time.Duration
+		wantErr string
+	}{
+		{name: "default", want: 10 * time.Second},
+		{name: "flag", args: []string{"--shutdown-drain-timeout", "3s"}, want: 3 * time.Second},
+		{name: "env", env: map[string]string{"PRESENCEHUB_SHUTDOWN_DRAIN_TIMEOUT": "250ms"}, want: 250 * time.Millisecond},
+		{name: "flag over env", args: []string{"--shutdown-drain-timeout", "1m"}, env: map[string]string{"PRESENCEHUB_SHUTDOWN_DRAIN_TIMEOUT": "2s"}, want: time.Minute},
+		{name: "zero", args: []string{"--shutdown-drain-timeout", "0"}, wantErr: "--shutdown-drain-timeout must be positive"},
+		{name: "negative", env: map[string]string{"PRESENCEHUB_SHUTDOWN_DRAIN_TIMEOUT": "-1s"}, wantErr: "--shutdown-drain-timeout must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim, err := parse(t, tc.args, tc.env)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("args %q env %v: err = %v, want %q", tc.args, tc.env, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("args %q env %v: %v", tc.args, tc.env, err)
+			}
+			if *lim.drain != tc.want {
+				t.Errorf("args %q env %v: drain = %v, want %v", tc.args, tc.env, *lim.drain, tc.want)
+			}
+		})
+	}
+
+	// run serves one request that is in flight when ctx is cancelled; the
+	// handler waits for release. It returns the client's outcome.
+	run := func(t *testing.T, args []string, release func(srv *http.Server, unblock func())) (int, error) {
+		t.Helper()
+		lim, err := parse(t, args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		started, unblock := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		free := func() { once.Do(func() { close(unblock) }) }
+		t.Cleanup(free)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(started)
+			<-unblock
+			w.WriteHeader(http.StatusNoContent)
+		})}
+		release(srv, free)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		served := make(chan error, 1)
+		go func() { served <- lim.serveUntil(ctx, srv, ln, nil) }()
+		type result struct {
+			code int
+			err  error
+		}
+		got := make(chan result, 1)
+		go func() {
+			resp, err := http.Get("http://" + ln.Addr().String() + "/")
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			resp.Body.Close()
+			got <- result{code: resp.StatusCode}
+		}()
+		<-started
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serveUntil = %v, want nil after shutdown", err)
+		}
+		r := <-got
+		return r.code, r.err
+	}
+	t.Run("in-flight request finishes within the drain", func(t *testing.T) {
+		// The handler is let go once Shutdown has begun.
+		code, err := run(t, nil, func(srv *http.Server, unblock func()) { srv.RegisterOnShutdown(unblock) })
+		if err != nil || code != http.StatusNoContent {
+			t.Errorf("request in flight at shutdown: code %d, err %v; want 204 (the 10s default drain lets it finish)", code, err)
+		}
+	})
+	t.Run("stuck request is cut after the drain", func(t *testing.T) {
+		// The handler is never let go before serveUntil returns: only the
+		// drain timeout ends the shutdown.
+		code, err := run(t, []string{"--shutdown-drain-timeout", "1ms"}, func(*http.Server, func()) {})
+		if err == nil {
+			t.Errorf("stuck request at shutdown with a 1ms drain: code %d, want the connection closed", code)
+		}
+	})
 }

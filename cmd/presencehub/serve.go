@@ -55,11 +55,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	flapSessions := fs.EnvInt("flap-sessions", "PRESENCEHUB_FLAP_SESSIONS", 6, "a user is flapping with more than this many sessions or NAT binding changes in an hour")
 	pprofAddr := fs.EnvString("pprof", "PRESENCEHUB_PPROF", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	secureCookies := fs.EnvBool("secure-cookies", "PRESENCEHUB_SECURE_COOKIES", false, "mark cookies Secure (with the __Host- prefix) and send HSTS even without --tls-cert: set it behind a TLS-terminating proxy")
-	var lim httpLimits
-	lim.readHeader = fs.EnvDuration("read-header-timeout", "PRESENCEHUB_READ_HEADER_TIMEOUT", 10*time.Second, "time a client has to send a request's headers")
-	lim.read = fs.EnvDuration("read-timeout", "PRESENCEHUB_READ_TIMEOUT", 30*time.Second, "time a client has to send a whole request, body included (a websocket is exempt once upgraded)")
-	lim.idle = fs.EnvDuration("idle-timeout", "PRESENCEHUB_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
-	lim.maxHeader = fs.EnvInt("max-header-bytes", "PRESENCEHUB_MAX_HEADER_BYTES", 32<<10, "largest request header block, in bytes")
+	lim := addHTTPLimitFlags(fs)
 	rl := rateFlags{
 		proxies:    fs.EnvString("trusted-proxies", "PRESENCEHUB_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)"),
 		ip:         fs.EnvString("rate-ip", "PRESENCEHUB_RATE_IP", "200:400", "REST requests per second per client IP, RATE:BURST (0 disables)"),
@@ -70,7 +66,6 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		ticketsCap: fs.EnvInt("tickets-per-key", "PRESENCEHUB_TICKETS_PER_KEY", 100, "unused, unexpired stream tickets one API key may hold"),
 		maxKeys:    fs.EnvInt("rate-limit-keys", "PRESENCEHUB_RATE_LIMIT_KEYS", 100_000, "keys (IPs, API keys) each rate limiter tracks; idle ones are forgotten first"),
 	}
-	lim.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
 	jz := addJambonzFlags(fs)
 	rt := addRedisTopologyFlags(fs)
 	cl := addClusterFlags(fs)
@@ -316,7 +311,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if pprofLn != nil {
 		ts.start(ctx, "pprof", func(ctx context.Context) error {
-			return serveUntil(ctx, &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}, pprofLn, nil)
+			return lim.serveUntil(ctx, &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}, pprofLn, nil)
 		})
 		log.Info("profiler", "url", "http://"+pprofLn.Addr().String()+"/debug/pprof/")
 	}
@@ -325,7 +320,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 		if *tlsCert != "" {
 			tlsFiles = []string{*tlsCert, *tlsKey}
 		}
-		return serveUntil(ctx, srv, ln, tlsFiles)
+		return lim.serveUntil(ctx, srv, ln, tlsFiles)
 	})
 	fmt.Fprintf(stdout, "presencehub %s serving on %s\n", version, url)
 	log.Info("serving", "url", url, "redis", redactURL(*c.RedisURL), "postgres", redactURL(*c.DatabaseURL), "encryption_key_id", db.EncryptionKeyID())
@@ -340,8 +335,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 
 // serveUntil serves HTTP on ln (HTTPS with tlsFiles: certificate and key)
 // until ctx is done, then shuts the server down (closing what is still open
-// after 10 s) and returns once Serve has returned.
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles []string) error {
+// after --shutdown-drain-timeout) and returns once Serve has returned.
+func (l httpLimits) serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles []string) error {
 	errc := make(chan error, 1)
 	go func() {
 		if tlsFiles != nil {
@@ -355,7 +350,7 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, tlsFiles
 		return err
 	case <-ctx.Done():
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.Background(), *l.drain)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		srv.Close()
@@ -412,10 +407,23 @@ func (f rateFlags) parse() (api.Limits, *ratelimit.Limiter, error) {
 	return l, ratelimit.New(signIns, l.MaxKeys), nil
 }
 
-// httpLimits bound what one client can hold open on the public listener.
+// addHTTPLimitFlags defines the flags of httpLimits.
+func addHTTPLimitFlags(fs *cli.FlagSet) httpLimits {
+	var l httpLimits
+	l.readHeader = fs.EnvDuration("read-header-timeout", "PRESENCEHUB_READ_HEADER_TIMEOUT", 10*time.Second, "time a client has to send a request's headers")
+	l.read = fs.EnvDuration("read-timeout", "PRESENCEHUB_READ_TIMEOUT", 30*time.Second, "time a client has to send a whole request, body included (a websocket is exempt once upgraded)")
+	l.idle = fs.EnvDuration("idle-timeout", "PRESENCEHUB_IDLE_TIMEOUT", 120*time.Second, "how long an idle keep-alive connection stays open")
+	l.maxHeader = fs.EnvInt("max-header-bytes", "PRESENCEHUB_MAX_HEADER_BYTES", 32<<10, "largest request header block, in bytes")
+	l.drain = fs.EnvDuration("shutdown-drain-timeout", "PRESENCEHUB_SHUTDOWN_DRAIN_TIMEOUT", 10*time.Second, "on SIGTERM, how long in-flight HTTP requests may take to finish before their connections are closed")
+	l.maxConns = fs.EnvInt("max-connections", "PRESENCEHUB_MAX_CONNECTIONS", 0, "open client connections (HTTP and websocket) at most; more wait in the kernel's backlog (0: the open-file limit less 256)")
+	return l
+}
+
+// httpLimits bound what one client can hold open on the public listener,
+// and how long a shutdown waits for requests in flight.
 type httpLimits struct {
-	readHeader, read, idle *time.Duration
-	maxHeader, maxConns    *int
+	readHeader, read, idle, drain *time.Duration
+	maxHeader, maxConns           *int
 }
 
 func (l httpLimits) check() error {
@@ -426,6 +434,8 @@ func (l httpLimits) check() error {
 		return errors.New("--read-timeout must be positive")
 	case *l.idle <= 0:
 		return errors.New("--idle-timeout must be positive")
+	case *l.drain <= 0:
+		return errors.New("--shutdown-drain-timeout must be positive")
 	case *l.maxHeader < 1024:
 		return errors.New("--max-header-bytes must be at least 1024")
 	case *l.maxConns < 0:
