@@ -7,7 +7,7 @@
 #   .ci/bench.sh abuse           stream at 1,000/s, each run also with a hostile key (not in the default set)
 #   .ci/bench.sh history         registration history on vs off at 1,000/s, and its query times on 1,000,000 sessions (not in the default set)
 #   .ci/bench.sh failover        Redis Sentinel failover as subscribers see it (not in the default set)
-#   .ci/bench.sh cluster         the cluster log: memory per million changes, a replica's cold start on 1,000,000 entries (not in the default set)
+#   .ci/bench.sh cluster         the cluster log: memory per million changes, a replica's cold start on 1,000,000 entries, failover, three replicas vs one process at 1,000/s (not in the default set)
 #
 # Each benchmark's long form and flags: bin/presencehub-bench <name> --help.
 set -euo pipefail

@@ -7,9 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/hub"
@@ -32,8 +37,16 @@ that is not the sequencer, registrations of its account written at 200/s,
 the sequencer killed with SIGKILL; the longest silence between two changes
 at the subscriber is the failover as subscribers see it.
 
-Not measured yet (README "Cluster"): three replicas at 1,000 changes/s
-against a single process.
+Then (--stream) the cost of the log hop: a single process and three
+replicas, started in turn --runs times in the same invocation, each under
+bench stream's load: --stream-subscribers websocket subscribers over
+--stream-accounts accounts of 50 users (round robin; with three replicas
+the subscribers are split round robin across them), registrations written
+to Redis as an SBC writes them at --stream-rate changes/s, 2 s of warm-up,
+then --stream-duration measured. Reported for each: p50 and p99 from the
+write to Redis to the frame at the subscriber, delivered/expected (nothing
+may be lost), and the cluster's p50 and p99 ÷ the single process's (the
+reference, measured in the same run).
 
 Short form: 1,000,000 entries, 10,000 users, 1 run. Not in "make bench"'s
 default set (.ci/bench.sh cluster). Needs to start the server itself.`
@@ -44,6 +57,11 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	users := fs.Int("users", 10_000, "users the changes are about")
 	realms := fs.Int("realms", 100, "realms the users spread over")
 	failover := fs.Bool("failover", true, "also measure a failover as subscribers see it (three replicas)")
+	stream := fs.Bool("stream", true, "also measure stream latency of three replicas against a single process in the same run (the cost of the log hop)")
+	streamSubs := fs.Int("stream-subscribers", 1000, "--stream: websocket subscribers (split round robin across the replicas)")
+	streamAccts := fs.Int("stream-accounts", 100, "--stream: accounts the subscribers spread over (50 users each)")
+	streamRate := fs.Float64("stream-rate", 1000, "--stream: changes per second written to Redis")
+	streamDur := fs.Duration("stream-duration", 10*time.Second, "--stream: measured time per run and mode")
 	*b.runs = 1
 	if err := fs.ParseArgs(args); err != nil {
 		return err
@@ -53,6 +71,9 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	}
 	if *entries < 1000 || *users < 1 || *realms < 1 {
 		return errors.New("--entries must be at least 1000, --users and --realms positive")
+	}
+	if *streamSubs < 3 || *streamAccts < 1 || *streamRate <= 0 || *streamRate > 100_000 || *streamDur <= 0 {
+		return errors.New("--stream-subscribers must be at least 3, --stream-accounts, --stream-rate (at most 100,000) and --stream-duration positive")
 	}
 	defer b.finish()
 	if err := b.start(ctx); err != nil {
@@ -122,6 +143,7 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	b.add("Redis used_memory per million changes", fmt.Sprintf("%.0f MiB", perChange*1e6/(1<<20)), "", nil)
 	b.add("appends/s (256 a script call, one connection)", fmt.Sprintf("%.0f", float64(*entries)/took.Seconds()), "", nil)
 
+	baseEnv := slices.Clone(b.serverEnv)
 	b.serverEnv = append(b.serverEnv, "PRESENCEHUB_CLUSTER=true", "PRESENCEHUB_CLUSTER_NAME="+name,
 		fmt.Sprintf("PRESENCEHUB_CLUSTER_LOG_MAX_ENTRIES=%d", *entries), "PRESENCEHUB_REGISTRATION_HISTORY=false")
 	var starts, rss benchkit.Spread
@@ -140,6 +162,14 @@ func benchCluster(ctx context.Context, args []string, getenv func(string) string
 	}
 	b.add(fmt.Sprintf("replica cold start to /readyz 200, log of %d entries, %d users", st.Length, *users), starts.Format(benchkit.FmtMs), "", nil)
 	b.add("replica RSS when ready", rss.Format(benchkit.FmtMiB), "", nil)
+	if *stream {
+		clusterEnv := b.serverEnv
+		err := b.clusterStream(ctx, baseEnv, name+"-s", *streamSubs, *streamAccts, *streamRate, *streamDur)
+		b.serverEnv = clusterEnv
+		if err != nil {
+			return err
+		}
+	}
 	if *failover {
 		return b.clusterFailover(ctx, name+"-f")
 	}
@@ -267,6 +297,170 @@ func (b *bench) clusterFailover(ctx context.Context, name string) error {
 	}
 	b.add("failover (SIGKILL of the sequencer): longest silence at a subscriber, writes at 200/s", benchkit.FmtMs(float64(gap.Milliseconds())), "≤ 3 s", ptr(gap <= 3*time.Second))
 	return nil
+}
+
+// clusterStream measures the cost of the log hop: --runs times, a single
+// process (env base) and then three replicas of cluster name take turns
+// under the same stream load; each mode's p50/p99 and delivered/expected,
+// and the cluster's ÷ the single process's.
+func (b *bench) clusterStream(ctx context.Context, base []string, name string, subs, naccts int, rate float64, dur time.Duration) error {
+	b.dropClusterAtEnd(name)
+	modes := []struct {
+		label    string
+		replicas int
+		env      []string
+	}{
+		{"single process", 1, append(slices.Clone(base), "PRESENCEHUB_REGISTRATION_HISTORY=false")},
+		{"three replicas", 3, append(slices.Clone(base), "PRESENCEHUB_CLUSTER=true", "PRESENCEHUB_CLUSTER_NAME="+name, "PRESENCEHUB_REGISTRATION_HISTORY=false")},
+	}
+	if err := benchkit.NeedFiles(subs); err != nil {
+		return err
+	}
+	var accts []benchAccount
+	var pool []benchAOR
+	var poolAcct []int
+	var next atomic.Int64
+	var admin *benchServer
+	b.onCleanup(func(context.Context) { admin.stop() })
+	adminSrv := func() *benchServer {
+		if admin == nil {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := b.server(sctx)
+			if err != nil {
+				b.logf("a server to delete the accounts: %v", err)
+				admin = &benchServer{url: "http://127.0.0.1:1"}
+			}
+			admin = s
+		}
+		return admin
+	}
+	p50, p99 := make([]benchkit.Spread, len(modes)), make([]benchkit.Spread, len(modes))
+	delivered := make([]string, len(modes))
+	allDelivered := make([]bool, len(modes))
+	for m := range modes {
+		allDelivered[m] = true
+	}
+	for run := 1; run <= *b.runs; run++ {
+		for m, mode := range modes {
+			b.serverEnv = mode.env
+			var reps []*benchServer
+			stopAll := func() {
+				for _, r := range reps {
+					r.stop()
+				}
+			}
+			for range mode.replicas {
+				srv, err := b.server(ctx)
+				if err != nil {
+					stopAll()
+					return err
+				}
+				reps = append(reps, srv)
+			}
+			if accts == nil { // the accounts live in PostgreSQL: made once, through the first server
+				admin = reps[0]
+				var err error
+				accts, err = b.accounts(ctx, adminSrv, naccts)
+				admin = nil // stopped below: the cleanup starts a server of its own to delete them
+				if err != nil {
+					stopAll()
+					return err
+				}
+				for u := range 50 {
+					for a, acct := range accts {
+						pool = append(pool, benchAOR{fmt.Sprintf("user%04d", u+1), acct.realm})
+						poolAcct = append(poolAcct, a)
+					}
+				}
+				if err := b.registerAll(ctx, pool, 10*time.Minute); err != nil {
+					stopAll()
+					return err
+				}
+			}
+			lat, expected, received, err := b.streamLoad(ctx, reps, accts, pool, poolAcct, &next, subs, rate, dur)
+			stopAll()
+			if err != nil {
+				return err
+			}
+			p50[m] = append(p50[m], benchkit.Millis(benchkit.Percentile(lat, 50)))
+			p99[m] = append(p99[m], benchkit.Millis(benchkit.Percentile(lat, 99)))
+			delivered[m] += fmt.Sprintf("%d/%d ", received, expected)
+			allDelivered[m] = allDelivered[m] && received == expected
+			b.logf("%s, run %d: p50 %.2f ms, p99 %.2f ms, %d of %d expected deliveries", mode.label, run,
+				p50[m][len(p50[m])-1], p99[m][len(p99[m])-1], received, expected)
+		}
+	}
+	for m, mode := range modes {
+		name := fmt.Sprintf("%s at %s/s", mode.label, benchkit.FmtCount(rate))
+		b.add(name+": p50 latency (Redis write → frame)", p50[m].Format(benchkit.FmtMs), "", nil)
+		b.add(name+": p99 latency", p99[m].Format(benchkit.FmtMs), "", nil)
+		b.add(name+": delivered/expected", strings.TrimSpace(delivered[m]), "all", ptr(allDelivered[m]))
+	}
+	b.add("three replicas ÷ single process (same run): p50", fmtRatio(p50[1].Median()/p50[0].Median()), "", nil)
+	b.add("three replicas ÷ single process (same run): p99", fmtRatio(p99[1].Median()/p99[0].Median()), "", nil)
+	b.add(fmt.Sprintf("stream setup: %d subscribers over %d accounts of 50 users, %v per run and mode", subs, naccts, dur),
+		fmt.Sprintf("%d runs, modes alternating", *b.runs), "", nil)
+	return nil
+}
+
+// streamLoad dials subs subscribers round robin across reps (subscriber i
+// to accts[i%len]), writes rate registrations/s round robin over pool for
+// 2 s of warm-up and dur measured, and returns the window's latencies, the
+// deliveries expected (writes in the window × subscribers of their
+// account) and those received.
+func (b *bench) streamLoad(ctx context.Context, reps []*benchServer, accts []benchAccount, pool []benchAOR, poolAcct []int,
+	next *atomic.Int64, subs int, rate float64, dur time.Duration) (lat []time.Duration, expected, received int64, err error) {
+	w := &streamWindow{}
+	var conns []*wsSub
+	defer func() { closeSubscribers(conns) }()
+	for r, srv := range reps {
+		n := subs / len(reps)
+		if r < subs%len(reps) {
+			n++
+		}
+		c, err := dialSubscribers(ctx, srv, b.key, accts, n, w)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		conns = append(conns, c...)
+	}
+	w.reset(conns)
+	perAcct := make([]atomic.Int64, len(accts))
+	until, err := driveWrites(ctx, rate, 2*time.Second, dur, 4, func(from time.Time) {
+		w.from.Store(from.UnixNano())
+		w.until.Store(1<<63 - 1)
+	}, func(n int) error {
+		first := int(next.Add(int64(n)) - int64(n))
+		sent := time.Now().UnixNano()
+		param := ";ts=" + strconv.FormatInt(sent, 10)
+		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range n {
+				k := (first + i) % len(pool)
+				if _, err := store.RegisterAsSBC(ctx, p, pool[k].user, pool[k].realm, benchRecord(pool[k].user, k, param), 10*time.Minute); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil && sent >= w.from.Load() {
+			for i := range n {
+				perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
+			}
+		}
+		return err
+	}, func() {})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	w.until.Store(until.UnixNano())
+	for _, s := range conns {
+		expected += perAcct[s.acct].Load()
+	}
+	received = waitDelivered(ctx, conns, expected)
+	lat, _, _, _ = w.collect(conns)
+	slices.Sort(lat)
+	return lat, expected, received, nil
 }
 
 func ptr(v bool) *bool { return &v }
