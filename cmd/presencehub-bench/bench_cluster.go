@@ -8,13 +8,10 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/hub"
@@ -431,24 +428,7 @@ func (b *bench) streamLoad(ctx context.Context, reps []*benchServer, accts []ben
 		w.from.Store(from.UnixNano())
 		w.until.Store(1<<63 - 1)
 	}, func(n int) error {
-		first := int(next.Add(int64(n)) - int64(n))
-		sent := time.Now().UnixNano()
-		param := ";ts=" + strconv.FormatInt(sent, 10)
-		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := range n {
-				k := (first + i) % len(pool)
-				if _, err := store.RegisterAsSBC(ctx, p, pool[k].user, pool[k].realm, benchRecord(pool[k].user, k, param), 10*time.Minute); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil && sent >= w.from.Load() {
-			for i := range n {
-				perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
-			}
-		}
-		return err
+		return b.writePool(ctx, pool, poolAcct, perAcct, next, w.from.Load(), n)
 	}, func() {})
 	if err != nil {
 		return nil, 0, 0, err

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store"
@@ -158,28 +156,7 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 			w.from.Store(f.UnixNano())
 			w.until.Store(1<<63 - 1)
 		}, func(n int) error {
-			first := int(next.Add(int64(n)) - int64(n))
-			sent := time.Now().UnixNano()
-			param := ";ts=" + strconv.FormatInt(sent, 10)
-			_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i := range n {
-					k := (first + i) % len(pool)
-					a := pool[k]
-					if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, k, param), 10*time.Minute); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if sent >= from.UnixNano() {
-				for i := range n {
-					perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
-				}
-			}
-			return nil
+			return b.writePool(ctx, pool, poolAcct, perAcct, &next, from.UnixNano(), n)
 		}, func() {
 			rows0, _ = b.metric(ctx, on, "presencehub_history_rows_total")
 			changes0, _ = b.metric(ctx, on, "presencehub_history_changes_total")

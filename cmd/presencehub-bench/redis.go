@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,6 +62,35 @@ func (b *bench) unregisterAll(ctx context.Context, aors []benchAOR) error {
 		})
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// writePool writes the next n registrations of pool (round robin from
+// next's position) as an SBC writes them, in one pipeline, each stamped
+// with this clock (";ts=<unix ns>") just before it is sent; when that is
+// at or after from (unix ns), each counts for its account (poolAcct) in
+// perAcct.
+func (b *bench) writePool(ctx context.Context, pool []benchAOR, poolAcct []int, perAcct []atomic.Int64, next *atomic.Int64, from int64, n int) error {
+	first := int(next.Add(int64(n)) - int64(n))
+	sent := time.Now().UnixNano()
+	param := ";ts=" + strconv.FormatInt(sent, 10)
+	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			k := (first + i) % len(pool)
+			if _, err := store.RegisterAsSBC(ctx, p, pool[k].user, pool[k].realm, benchRecord(pool[k].user, k, param), 10*time.Minute); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if sent >= from {
+		for i := range n {
+			perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
 		}
 	}
 	return nil
