@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
 	"github.com/presencehub/presencehub/cmd/internal/cli"
 	"github.com/presencehub/presencehub/store"
