@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/presencehub/presencehub/store/storetest"
 )
 
@@ -232,10 +234,32 @@ func TestUndecryptableRowIsMasked(t *testing.T) {
 			}
 		}
 	}
+	// Logged once, but counted at every read: two reads of one bad row.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(reader.Collectors()...)
+	if got := gatheredValue(t, reg, "presencehub_decrypt_failures_total"); got != 2 {
+		t.Errorf("presencehub_decrypt_failures_total = %v after two reads of one undecryptable row, want 2", got)
+	}
 	if n := strings.Count(logs.String(), bad.SID); n != 1 {
 		t.Errorf("the bad row is logged %d times over two reads, want once:\n%s", n, logs.String())
 	}
 	if strings.Contains(logs.String(), "not a ciphertext") {
 		t.Errorf("the log quotes the stored value:\n%s", logs.String())
 	}
+}
+
+// gatheredValue is the value of the single counter sample name in reg.
+func gatheredValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.Metric) == 1 {
+			return f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("registry has no single sample of %s", name)
+	return 0
 }

@@ -32,6 +32,13 @@ func (s *RedisSource) Collectors() []prometheus.Collector {
 	}
 }
 
+// Collectors are the Prometheus metrics of the PostgreSQL store.
+func (db *DB) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		counter("presencehub_decrypt_failures_total", "Reads of a SIP client whose stored password did not decrypt with any configured key (shown masked, with decrypt_failed).", &db.decryptFailures),
+	}
+}
+
 // Collectors are the Prometheus metrics of the history writer.
 func (h *History) Collectors() []prometheus.Collector {
 	m := &h.Metrics

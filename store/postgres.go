@@ -25,6 +25,9 @@ type DB struct {
 	// undecryptable holds the sids of clients whose password did not
 	// decrypt and was logged (once per client and process).
 	undecryptable sync.Map
+	// decryptFailures counts reads of a client whose password did not
+	// decrypt (presencehub_decrypt_failures_total).
+	decryptFailures atomic.Uint64
 
 	accounts *ttlCache[string, Account]
 	keys     *ttlCache[[32]byte, authEntry] // by token hash

@@ -51,6 +51,7 @@ func (db *DB) scanClient(r pgx.Row) (Client, error) {
 		// One bad row must not take the list down: the client is shown
 		// without its password, and the operator told once.
 		c.DecryptFailed = true
+		db.decryptFailures.Add(1)
 		if _, seen := db.undecryptable.LoadOrStore(c.SID, true); !seen {
 			db.log.Error("a SIP client's password does not decrypt: it is shown without it; "+
 				"set the key it was written with as --encryption-key-previous (or --encryption-key-legacy), or set a new password",

@@ -12,14 +12,15 @@ import (
 
 // metricsRegistry is what GET /metrics serves, less the API's own
 // collectors (api.New adds them): the Go runtime and the process, the hub,
-// the Redis watch, and the history writer and jambonz mirror when they run.
+// the Redis watch, the PostgreSQL store, and the history writer and jambonz mirror when they run.
 // A registry of our own, not prometheus.DefaultRegisterer, so that two
 // servers in one test binary do not collide.
-func metricsRegistry(h *hub.Hub, src *store.RedisSource, hist *store.History, jambonz *store.Jambonz) *prometheus.Registry {
+func metricsRegistry(h *hub.Hub, src *store.RedisSource, db *store.DB, hist *store.History, jambonz *store.Jambonz) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(hubCollectors(h)...)
 	reg.MustRegister(src.Collectors()...)
+	reg.MustRegister(db.Collectors()...)
 	if hist != nil {
 		reg.MustRegister(hist.Collectors()...)
 	}

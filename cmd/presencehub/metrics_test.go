@@ -90,6 +90,8 @@ func TestMetricsExposition(t *testing.T) {
 		"presencehub_redis_last_sync_duration_seconds": gauge,
 		"presencehub_redis_connected":                  gauge,
 		"presencehub_redis_last_sync_age_seconds":      gauge,
+		// store: PostgreSQL
+		"presencehub_decrypt_failures_total": counter,
 		// store: the registration history
 		"presencehub_history_changes_total":        counter,
 		"presencehub_history_rows_total":           counter,

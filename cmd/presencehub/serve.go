@@ -199,7 +199,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if jambonz != nil {
 		jambonzStatus = jambonz.Status
 	}
-	metrics := metricsRegistry(h, src, hist, jambonz)
+	metrics := metricsRegistry(h, src, db, hist, jambonz)
 	if cluster != nil {
 		metrics.MustRegister(clusterCollectors(cluster)...)
 	}
