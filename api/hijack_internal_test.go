@@ -158,7 +158,7 @@ func TestFrameBatch(t *testing.T) {
 	payload := func(i, n int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, n) }
 	done := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lh := &leanHijacker{ResponseWriter: w}
+		lh := &leanHijacker{ResponseWriter: w, writeTimeout: 5 * time.Second}
 		c, err := websocket.Accept(lh, r, nil)
 		if err != nil {
 			done <- err
@@ -184,7 +184,7 @@ func TestFrameBatch(t *testing.T) {
 		if small != 1 {
 			t.Errorf("the small frames went into %d buffers, want 1 (one write for what was queued together)", small)
 		}
-		if !b.send(time.Now().Add(5 * time.Second)) {
+		if !b.send() {
 			done <- errors.New("send failed")
 			return
 		}
@@ -196,7 +196,7 @@ func TestFrameBatch(t *testing.T) {
 		c.Close(websocket.StatusNormalClosure, "")
 		b = frameBatch{sc: sc, pooled: batchPool.Get().(*[]byte)}
 		b.add(nil, []byte("after close"))
-		if err := lh.conn.writeFrames(&b.bufs, time.Now().Add(time.Second)); err == nil {
+		if err := lh.conn.writeFrames(&b.bufs); err == nil {
 			done <- errors.New("a data frame was written after the close frame")
 			return
 		}

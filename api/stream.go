@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,7 +99,7 @@ func (s *server) handleStream() http.Handler {
 		// then requires Origin to match the Host (no cross-site hijacking).
 		// Bearer and ticket clients prove themselves without ambient
 		// credentials, so any origin may use them.
-		lh := &leanHijacker{ResponseWriter: w}
+		lh := &leanHijacker{ResponseWriter: w, writeTimeout: s.stream.WriteTimeout}
 		c, err := websocket.Accept(lh, r, &websocket.AcceptOptions{InsecureSkipVerify: !viaCookie})
 		if err != nil {
 			s.conns.removeKeyConn(p.KeySID)
@@ -155,7 +156,8 @@ const (
 // connection (kept in conn).
 type leanHijacker struct {
 	http.ResponseWriter
-	conn *frameConn
+	writeTimeout time.Duration // the frameConn's (0: no deadline)
+	conn         *frameConn
 }
 
 func (w *leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -163,7 +165,7 @@ func (w *leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn := &frameConn{Conn: raw}
+	conn := &frameConn{Conn: raw, timeout: w.writeTimeout}
 	w.conn = conn
 	br := bufio.NewReaderSize(conn, streamReadBuffer)
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -189,10 +191,20 @@ func (w *leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // frame: it writes control frames only (at most 131 bytes, inside its
 // write buffer, flushed after each), so locking each Write keeps the two
 // writers' frames apart. After a close frame no data frame may follow.
+//
+// A write fails only when the client takes no byte of it for the write
+// timeout (see send): a client that keeps reading, however slowly (a
+// saturated machine), is not cut off; one that stops is.
 type frameConn struct {
 	net.Conn
+	timeout time.Duration // no progress for this long fails a write; 0: no deadline
+
 	mu        sync.Mutex
 	closeSent bool
+	deadline  int64 // unix ns of the write deadline set on Conn; guarded by mu
+
+	lastWrite atomic.Int64 // unix ns when a write last got bytes to the kernel
+	inflight  atomic.Bool  // a write is blocked in the kernel (it polices itself)
 }
 
 // Write is coder/websocket's: one control frame.
@@ -202,25 +214,74 @@ func (c *frameConn) Write(p []byte) (int, error) {
 	if len(p) > 0 && p[0]&0x0f == 0x8 { // opcode close
 		c.closeSent = true
 	}
-	return c.Conn.Write(p)
+	bufs := net.Buffers{p}
+	n, err := c.send(&bufs)
+	return int(n), err
 }
 
-// writeFrames writes whole frames in one go, before deadline. An error
-// leaves the connection unusable: the caller closes it.
-func (c *frameConn) writeFrames(bufs *net.Buffers, deadline time.Time) error {
+// writeFrames writes whole frames in one go. An error leaves the
+// connection unusable: the caller closes it.
+func (c *frameConn) writeFrames(bufs *net.Buffers) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeSent {
 		return net.ErrClosed
 	}
-	if err := c.Conn.SetWriteDeadline(deadline); err != nil {
-		return err
+	_, err := c.send(bufs)
+	return err
+}
+
+// send writes bufs (consuming them); c.mu is held. It fails with
+// os.ErrDeadlineExceeded only when the kernel has taken no byte of them for
+// at least c.timeout: a deadline that passes while bytes still trickle out
+// is moved on. The deadline on the connection is only moved when less than
+// half of the timeout is left, not on every write.
+func (c *frameConn) send(bufs *net.Buffers) (int64, error) {
+	if c.timeout <= 0 {
+		return bufs.WriteTo(c.Conn)
 	}
-	if _, err := bufs.WriteTo(c.Conn); err != nil {
-		return err
+	now := time.Now()
+	last := now // the last progress
+	if time.Duration(c.deadline-now.UnixNano()) < c.timeout/2 {
+		if err := c.setDeadline(now); err != nil {
+			return 0, err
+		}
 	}
-	// coder/websocket's own writes (pongs, close) have no deadline of ours.
-	return c.Conn.SetWriteDeadline(time.Time{})
+	var total int64
+	for {
+		c.inflight.Store(true)
+		n, err := bufs.WriteTo(c.Conn)
+		c.inflight.Store(false)
+		total += n
+		if n > 0 || err == nil {
+			now = time.Now()
+			c.lastWrite.Store(now.UnixNano())
+		}
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return total, err
+		}
+		if n > 0 {
+			last = now
+		} else if now = time.Now(); now.Sub(last) >= c.timeout {
+			return total, err // no progress for the whole timeout
+		}
+		if err := c.setDeadline(now); err != nil {
+			return total, err
+		}
+	}
+}
+
+func (c *frameConn) setDeadline(now time.Time) error {
+	d := now.Add(c.timeout)
+	c.deadline = d.UnixNano()
+	return c.Conn.SetWriteDeadline(d)
+}
+
+// busySince reports whether the client took bytes from us at or after t,
+// or a write is under way (a write fails by itself when the client takes
+// nothing for the write timeout).
+func (c *frameConn) busySince(t time.Time) bool {
+	return c.inflight.Load() || c.lastWrite.Load() >= t.UnixNano()
 }
 
 // appendFrameHeader appends the header of a final, unmasked text frame of
@@ -379,12 +440,19 @@ func (sc *streamConn) serve() {
 	}
 }
 
-// heartbeat pings the client; no pong within the write timeout closes the
-// connection (1008).
+// heartbeat pings the client. Its pong comes after the frames queued
+// before the ping, which a client on a saturated machine may take long to
+// read: it is waited for as long as the client keeps taking our bytes
+// (pongWatch). A client that answers nothing and takes nothing for the
+// write timeout is closed (1008).
 func (sc *streamConn) heartbeat() {
-	ctx, cancel := context.WithTimeout(context.Background(), sc.s.stream.WriteTimeout)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := sc.c.Ping(ctx); err != nil {
+	w := &pongWatch{fc: sc.fc, timeout: sc.s.stream.WriteTimeout, cancel: cancel, since: time.Now()}
+	w.arm()
+	err := sc.c.Ping(ctx)
+	w.stop()
+	if err != nil {
 		sc.c.Close(websocket.StatusPolicyViolation, "no pong")
 		return
 	}
@@ -393,6 +461,47 @@ func (sc *streamConn) heartbeat() {
 		sc.ping.Reset(sc.s.stream.PingInterval)
 	}
 	sc.mu.Unlock()
+}
+
+// pongWatch ends the wait for a pong (cancel) once the client has taken
+// none of our bytes for the timeout: every timeout it checks that some
+// were taken since the last check, or that a write is under way.
+type pongWatch struct {
+	fc      *frameConn // nil: no progress is known, the timeout is the pong's
+	timeout time.Duration
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	since   time.Time
+	t       *time.Timer
+	stopped bool
+}
+
+func (w *pongWatch) arm() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t = time.AfterFunc(w.timeout, w.check)
+}
+
+func (w *pongWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if w.fc != nil && w.fc.busySince(w.since) {
+		w.since = time.Now()
+		w.t.Reset(w.timeout)
+		return
+	}
+	w.cancel()
+}
+
+func (w *pongWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
 }
 
 func (sc *streamConn) handle(ctx context.Context, data []byte) {
@@ -764,9 +873,10 @@ func (sc *streamConn) flushOnce() bool {
 	subs := append([]*streamSub(nil), sc.order...)
 	code := sc.closeCode
 	sc.mu.Unlock()
-	// One deadline for what this round writes: a client that cannot take
-	// it within the write timeout is too slow.
-	if !sc.flushFrames(time.Now().Add(sc.s.stream.WriteTimeout), out, subs) {
+	// A client that takes no byte of this round's write for the write
+	// timeout is gone or stuck (see frameConn.send); one that reads slowly
+	// is waited for.
+	if !sc.flushFrames(out, subs) {
 		return false
 	}
 	if code != 0 {
@@ -814,13 +924,14 @@ func (b *frameBatch) cut() {
 	}
 }
 
-// send writes what was gathered; false when the client is too slow.
-func (b *frameBatch) send(deadline time.Time) bool {
+// send writes what was gathered; false when the client took nothing for
+// the write timeout.
+func (b *frameBatch) send() bool {
 	b.cut()
 	if len(b.bufs) == 0 {
 		return true
 	}
-	err := b.sc.fc.writeFrames(&b.bufs, deadline)
+	err := b.sc.fc.writeFrames(&b.bufs)
 	b.bufs = b.bufs[:0]
 	if err != nil {
 		b.sc.slow()
@@ -841,7 +952,7 @@ func (b *frameBatch) release() {
 // flushFrames writes one round's frames: the reader's, then every
 // subscription's changes (and its snapshot: the first one, built now, or a
 // fresh one for a subscriber that fell behind), all in one write.
-func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*streamSub) bool {
+func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
 	pooled := batchPool.Get().(*[]byte)
 	// b.buf is only ever appended to or resliced past what was cut, so the
 	// parts already in b.bufs are never overwritten.
@@ -864,7 +975,7 @@ func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*stre
 				sc.endSub(ss)
 				continue
 			}
-			if !b.send(deadline) {
+			if !b.send() {
 				return false
 			}
 			sc.c.Close(websocket.StatusGoingAway, "server shutting down")
@@ -892,7 +1003,7 @@ func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*stre
 			// Written before the next snapshot is built: a connection holds
 			// at most one snapshot at a time.
 			b.add(nil, snapshotFrame(ss, ss.sub.Resnapshot(), notResumed, !first))
-			if !b.send(deadline) {
+			if !b.send() {
 				return false
 			}
 		}
@@ -900,7 +1011,7 @@ func (sc *streamConn) flushFrames(deadline time.Time, out [][]byte, subs []*stre
 	if cap(sc.items) > 1024 {
 		sc.items = nil
 	}
-	return b.send(deadline)
+	return b.send()
 }
 
 // slow disconnects a client that could not take its frames in time (1008).

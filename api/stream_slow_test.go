@@ -1,0 +1,123 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/presencehub/presencehub/api"
+	"github.com/presencehub/presencehub/hub"
+)
+
+// smallBufferClient is an HTTP client whose sockets have a receive buffer
+// of rcvbuf bytes, set before connecting so that the window stays small.
+func smallBufferClient(rcvbuf int) *http.Client {
+	dialer := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+}
+
+// TestStreamSlowReader is issue #12's "nothing lost" at saturation: a
+// subscriber that keeps reading, only slowly (its machine is saturated),
+// must neither be cut off nor lose a change. The socket buffers on both
+// ends are small, so what the server writes waits on the client; the
+// client takes a frame every 20 ms, so the changes queued behind the
+// buffers take it about twice the write timeout to read, and the pings
+// (every 100 ms) are answered only once the frames before them are read.
+// The server used to give each write round and each pong the write
+// timeout as a whole, and closed such a reader (1008). The write timeout
+// now closes a client that takes none of our bytes for that long.
+func TestStreamSlowReader(t *testing.T) {
+	t.Parallel()
+	const (
+		timeout = 1500 * time.Millisecond
+		changes = 200 // within the hub's queue (256): none is conflated
+		pace    = 20 * time.Millisecond
+	)
+	f := newFixtureSocket(t, api.StreamOptions{WriteTimeout: timeout, PingInterval: 100 * time.Millisecond}, 4096)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/stream",
+		&websocket.DialOptions{HTTPClient: smallBufferClient(4096), HTTPHeader: bearerHeader(f.keys[asAdmin])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","id":"s","account_sid":"`+f.a1.SID+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	type frame struct {
+		Type      string `json:"type"`
+		Seq       uint64 `json:"seq"`
+		Conflated bool   `json:"conflated"`
+	}
+	read := func() (frame, error) {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return frame{}, err
+		}
+		var fr frame
+		if err := json.Unmarshal(b, &fr); err != nil {
+			t.Fatalf("frame is not JSON (%v): %s", err, b)
+		}
+		return fr, nil
+	}
+	snap, err := read()
+	if err != nil || snap.Type != "snapshot" {
+		t.Fatalf("first frame: got %+v (%v), want the snapshot", snap, err)
+	}
+	for i := range changes {
+		f.register(fmt.Sprintf("slow-%03d", i), "a1.example.com", "udp", hub.Flags{})
+	}
+	seq := snap.Seq
+	for got := 0; got < changes; got++ {
+		time.Sleep(pace)
+		fr, err := read()
+		if err != nil {
+			t.Fatalf("after %d of %d changes the connection ended: %v\nmetrics:\n%s", got, changes, err, streamMetrics(f))
+		}
+		if fr.Type != "change" || fr.Conflated || fr.Seq != seq+1 {
+			t.Fatalf("frame %d: got type %q seq %d conflated %v, want change seq %d not conflated", got, fr.Type, fr.Seq, fr.Conflated, seq+1)
+		}
+		seq = fr.Seq
+	}
+	if m := streamMetrics(f); !strings.Contains(m, "presencehub_stream_slow_disconnects_total 0") {
+		t.Errorf("slow disconnects counted, want none:\n%s", m)
+	}
+	// A client that stops reading altogether is still closed: more than
+	// the buffers hold, then nothing read.
+	for i := range changes {
+		f.register(fmt.Sprintf("slow-%03d", i), "a1.example.com", "tcp", hub.Flags{})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for m := streamMetrics(f); !strings.Contains(m, "presencehub_stream_connections 0"); m = streamMetrics(f) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a client that stopped reading is still connected 30 s later:\n%s", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// streamMetrics is the presencehub_stream_ lines of /metrics.
+func streamMetrics(f *fixture) string {
+	var b strings.Builder
+	for _, l := range strings.Split(string(f.do(asNone, "GET", "/metrics", nil).body), "\n") {
+		if strings.HasPrefix(l, "presencehub_stream_") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
