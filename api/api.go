@@ -145,7 +145,7 @@ type Limits struct {
 // bound here; zero values take the defaults.
 type StreamOptions struct {
 	PingInterval time.Duration // default 30s
-	WriteTimeout time.Duration // per frame, default 10s
+	WriteTimeout time.Duration // a client taking no byte for this long is closed; default 10s
 	ReadLimit    int64         // bytes per client frame, default 64 KiB
 	MaxSubs      int           // subscriptions per connection, default 128
 	// MaxNames bounds the watched users over all of a connection's

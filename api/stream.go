@@ -26,7 +26,7 @@ import (
 //
 //	1000 normal closure        the client closed, or unsubscribed everything and closed
 //	1001 going away            the server is shutting down
-//	1008 policy violation      the client did not answer pings, or could not take frames within the write timeout
+//	1008 policy violation      the client took no byte written to it (nor answered a ping) for the write timeout
 //	1009 message too big       a client frame exceeded the read limit
 //	1011 internal error        unexpected server error
 //	4001 unauthorized          the credential the connection was opened with was revoked or expired
@@ -61,7 +61,7 @@ type streamStats struct {
 //
 //	1000 normal closure        the client closed, or unsubscribed everything and closed
 //	1001 going away            the server is shutting down
-//	1008 policy violation      the client did not answer pings, or could not take frames within the write timeout
+//	1008 policy violation      the client took no byte written to it (nor answered a ping) for the write timeout
 //	1009 message too big       a client frame exceeded the read limit
 //	1011 internal error        unexpected server error
 func (s *server) handleStream() http.Handler {
