@@ -335,3 +335,27 @@ func (s *Subscription) forceResync() {
 	s.mu.Unlock()
 	s.signal()
 }
+
+// Queued counts the changes waiting in every subscription's queue, not yet
+// taken by its writer. It walks every realm and subscription (each under
+// its lock, one at a time): for a scrape or a benchmark's end, not for a
+// hot path.
+func (h *Hub) Queued() int {
+	h.mu.RLock()
+	realms := make([]*realmState, 0, len(h.realms))
+	for _, r := range h.realms {
+		realms = append(realms, r)
+	}
+	h.mu.RUnlock()
+	n := 0
+	for _, r := range realms {
+		r.mu.RLock()
+		for s := range r.subs {
+			s.mu.Lock()
+			n += len(s.queue)
+			s.mu.Unlock()
+		}
+		r.mu.RUnlock()
+	}
+	return n
+}

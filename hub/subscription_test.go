@@ -503,3 +503,35 @@ func TestConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestQueued counts what waits in every subscription's queue: each change
+// once per subscription that wants it, nothing once taken.
+func TestQueued(t *testing.T) {
+	clk := newClock()
+	now := clk.Now()
+	h, sink := startHub(t, Options{Now: clk.Now, QueueLen: 64})
+	all, _ := h.Subscribe(SubscribeRequest{Realm: "a.example.com"})
+	defer all.Close()
+	bob, _ := h.Subscribe(SubscribeRequest{Realm: "a.example.com", Users: []string{"bob"}})
+	defer bob.Close()
+	other, _ := h.Subscribe(SubscribeRequest{Realm: "b.example.com"})
+	defer other.Close()
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"nothing yet", func() {}, 0},
+		{"alice: one subscription wants it", func() { sink.Update(put(reg("alice", "a.example.com", now))) }, 1},
+		{"bob: two want it", func() { sink.Update(put(reg("bob", "a.example.com", now))) }, 3},
+		{"carol in the other realm", func() { sink.Update(put(reg("carol", "b.example.com", now))) }, 4},
+		{"the whole realm's queue taken", func() { all.Next(nil) }, 2},
+		{"the rest taken", func() { bob.Next(nil); other.Next(nil) }, 0},
+	}
+	for _, st := range steps {
+		st.do()
+		if got := h.Queued(); got != st.want {
+			t.Errorf("%s: Queued() = %d, want %d", st.name, got, st.want)
+		}
+	}
+}

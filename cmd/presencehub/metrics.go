@@ -47,6 +47,8 @@ func hubCollectors(h *hub.Hub) []prometheus.Collector {
 		counter("presencehub_conflations_total", "Subscriber queues compacted to the latest state per user.", &m.Conflations),
 		counter("presencehub_subscriber_resyncs_total", "Subscribers sent a fresh snapshot because they fell behind.", &m.SubResyncs),
 		gauge("presencehub_subscriptions", "Current stream subscriptions.", &m.Subscribers, 1),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "presencehub_subscription_queued_changes", Help: "Changes waiting in the subscriptions' queues for their connection's writer (counted when scraped)."},
+			func() float64 { return float64(h.Queued()) }),
 		counter("presencehub_realm_claims_total", "Realms that changed holder: subscriptions ended, history dropped, new epoch.", &m.Claims),
 		gauge("presencehub_last_resync_timestamp_seconds", "Unix time of the last full resync the hub applied; 0 before the first.", &m.SyncedAtUnix, 1e-3),
 	}

@@ -77,6 +77,7 @@ func TestMetricsExposition(t *testing.T) {
 		"presencehub_resyncs_total":                 counter,
 		"presencehub_conflations_total":             counter,
 		"presencehub_subscriber_resyncs_total":      counter,
+		"presencehub_subscription_queued_changes":   gauge,
 		"presencehub_subscriptions":                 gauge,
 		"presencehub_realm_claims_total":            counter,
 		"presencehub_last_resync_timestamp_seconds": gauge,
