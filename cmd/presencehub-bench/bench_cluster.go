@@ -437,7 +437,7 @@ func (b *bench) streamLoad(ctx context.Context, reps []*benchServer, accts []ben
 	for _, s := range conns {
 		expected += perAcct[s.acct].Load()
 	}
-	received = waitDelivered(ctx, conns, expected)
+	received, _ = waitDelivered(ctx, conns, expected)
 	lat, _, _, _ = w.collect(conns)
 	slices.Sort(lat)
 	return lat, expected, received, nil

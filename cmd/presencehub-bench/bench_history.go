@@ -176,7 +176,7 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 			for _, s := range conns[i] {
 				expected += perAcct[s.acct].Load()
 			}
-			received := waitDelivered(ctx, conns[i], expected)
+			received, _ := waitDelivered(ctx, conns[i], expected)
 			lat, _, _, _ := w.collect(conns[i])
 			slices.Sort(lat)
 			p99[i] = benchkit.Millis(benchkit.Percentile(lat, 99))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -216,7 +217,8 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				for _, s := range conns {
 					expected += perAcct[s.acct].Load()
 				}
-				received := waitDelivered(ctx, conns, expected)
+				received, waited := waitDelivered(ctx, conns, expected)
+				why := missingWhy(ctx, b, srv, conns, perAcct, waited)
 				lat, live, g, rs := w.collect(conns)
 				res.gaps += g
 				res.resyncs += rs
@@ -238,13 +240,16 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				mergedAway := merged(conns)
 				*lost = append(*lost, float64(expected-received-mergedAway))
 				res.merged += mergedAway
+				if expected-received-mergedAway > 0 {
+					res.why = append(res.why, fmt.Sprintf("run %d: %s", run, why))
+				}
 				if srv.pid != 0 {
 					*cores = append(*cores, m.Server)
 					*rss = append(*rss, float64(srv.rss()))
 				}
 				self, _ := benchkit.ProcRSS(os.Getpid())
-				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received, %d conflated away; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB%s",
-					rate, run, sumCounts(perAcct), expected, received, mergedAway, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20), floorNote)
+				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received, %d conflated away; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB%s; missing deliveries: %s",
+					rate, run, sumCounts(perAcct), expected, received, mergedAway, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20), floorNote, why)
 				if hostileRun {
 					res.growth = append(res.growth, float64(hk.peakRSS-rssBefore))
 					b.logf("%.0f/s run %d with a hostile key: %s; server RSS before the run %.0f MiB", rate, run, hk, float64(rssBefore)/(1<<20))
@@ -267,6 +272,9 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 			b.add(name+": max latency", pmax.Format(benchkit.FmtMs), "", nil)
 			b.add(name+": deliveries while writing", dps.Format(benchkit.FmtRate), "≈ "+benchkit.FmtRate(rate*float64(len(conns))/float64(len(accts))), nil)
 			b.add(name+": lost deliveries", lost.Format(benchkit.FmtCount), "0", benchkit.BoolPtr(slices.Max(lost) == 0))
+			for _, w := range res.why {
+				b.add(name+": why deliveries are missing", w, "-", nil)
+			}
 			if res.merged > 0 {
 				b.add(name+": changes conflated away (subscriber fell behind; latest state delivered)", fmt.Sprintf("%d (all runs)", res.merged), "-", nil)
 			}
@@ -312,6 +320,7 @@ type streamResult struct {
 	floorCores, floorRatio                        benchkit.Spread // bench floor's writer at the delivered rate; server cores ÷ it
 	gaps, resyncs                                 int
 	merged                                        int64
+	why                                           []string // per run with deliveries missing: where they are
 }
 
 func fmtRatio(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + "×" }
@@ -467,11 +476,13 @@ func merged(conns []*wsSub) int64 {
 }
 
 // waitDelivered waits until the subscribers have received expected frames
-// of the window, or until nothing more arrives for 10 s (at most 60 s): on
-// a loaded machine a server or this process can stall for seconds, and a
-// shorter wait counted late deliveries as lost.
-func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) int64 {
-	deadline := time.Now().Add(60 * time.Second)
+// of the window, or until nothing more has arrived for 10 s (at most 10
+// minutes in all): on a loaded machine a server or this process can stall
+// for seconds, and the backlog of a saturated run can take minutes to
+// drain; a wait with a fixed end counted late deliveries as lost.
+func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) (int64, time.Duration) {
+	start := time.Now()
+	deadline := start.Add(10 * time.Minute)
 	var last int64 = -1
 	lastChange := time.Now()
 	for {
@@ -480,15 +491,69 @@ func waitDelivered(ctx context.Context, conns []*wsSub, expected int64) int64 {
 			got += s.received()
 		}
 		if got >= expected || time.Now().After(deadline) || ctx.Err() != nil {
-			return got
+			return got, time.Since(start)
 		}
 		if got != last {
 			last, lastChange = got, time.Now()
 		} else if time.Since(lastChange) > 10*time.Second {
-			return got
+			return got, time.Since(start)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// missingWhy says where the deliveries not received are, once the wait is
+// over: on sockets that ended (the server's close codes, or the error),
+// still queued in the server's subscription queues (its
+// presencehub_subscription_queued_changes), or neither (written, or being
+// written, and not read by this process yet).
+func missingWhy(ctx context.Context, b *bench, srv *benchServer, conns []*wsSub, perAcct []atomic.Int64, waited time.Duration) string {
+	var missingOpen, missingEnded int64
+	ended := map[string]int{}
+	for _, s := range conns {
+		s.mu.Lock()
+		missing := perAcct[s.acct].Load() - s.recv
+		s.mu.Unlock()
+		select {
+		case <-s.done:
+			ended[s.endReason()]++
+			missingEnded += max(missing, 0)
+		default:
+			missingOpen += max(missing, 0)
+		}
+	}
+	var parts []string
+	if len(ended) == 0 {
+		parts = append(parts, "no socket ended")
+	} else {
+		reasons := slices.Sorted(maps.Keys(ended))
+		var r []string
+		for _, k := range reasons {
+			r = append(r, fmt.Sprintf("%d× %s", ended[k], k))
+		}
+		parts = append(parts, fmt.Sprintf("%d on %d sockets that ended (%s)", missingEnded, len(conns)-countOpen(conns), strings.Join(r, "; ")))
+	}
+	queued := "unknown"
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if q, err := b.metric(qctx, srv, "presencehub_subscription_queued_changes"); err == nil {
+		queued = strconv.FormatFloat(q, 'f', 0, 64)
+	}
+	parts = append(parts, fmt.Sprintf("%d on open sockets, of which %s still queued in the server's subscription queues", missingOpen, queued))
+	parts = append(parts, fmt.Sprintf("the wait ended after %.1f s", waited.Seconds()))
+	return strings.Join(parts, "; ")
+}
+
+func countOpen(conns []*wsSub) int {
+	n := 0
+	for _, s := range conns {
+		select {
+		case <-s.done:
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // wsSub is one websocket subscriber of the benchmarks.
@@ -509,6 +574,20 @@ type wsSub struct {
 	resyncs int
 	merged  int64 // changes of the window conflated away by the server
 	errMsg  string
+	// closeMsg is why the reader ended: "close <code> <reason>" when the
+	// server closed the websocket, else the read error.
+	closeMsg string
+}
+
+// endReason is why the reader ended: the server's close code and reason,
+// or the error; s.done is closed.
+func (s *wsSub) endReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closeMsg == "" {
+		return "no error recorded"
+	}
+	return s.closeMsg
 }
 
 func (s *wsSub) received() int64 {
@@ -582,6 +661,7 @@ func (s *wsSub) read() {
 		if err != nil {
 			s.mu.Lock()
 			s.errMsg = err.Error()
+			s.closeMsg = closeMessage(err)
 			s.mu.Unlock()
 			return
 		}
@@ -637,6 +717,18 @@ func (s *wsSub) handle(f []byte, now time.Time) {
 	case bytes.HasPrefix(f, prefixError):
 		s.errMsg = string(f)
 	}
+}
+
+// closeMessage names why a subscriber's reader ended: the server's close
+// ("close 1008 client too slow"), or the read error.
+func closeMessage(err error) string {
+	if errors.Is(err, benchkit.ErrWSClosed) {
+		if _, st, ok := strings.Cut(err.Error(), "status "); ok {
+			return "close " + st
+		}
+		return "close without a status"
+	}
+	return "read error: " + err.Error()
 }
 
 // numberAfter parses the decimal number right after the first occurrence of

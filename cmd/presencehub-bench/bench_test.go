@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -252,5 +254,24 @@ Execution Time: 0.612 ms`
 	want := "Index Scan (account_sid, user_name, started_at DESC, id DESC) ×2, Seq Scan ×1; buffers hit=74 read=3; executed in 0.612 ms"
 	if got := summarizePlan(plan); got != want {
 		t.Errorf("summarizePlan =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestCloseMessage names why a subscriber's reader ended, as bench stream
+// reports it next to the missing deliveries.
+func TestCloseMessage(t *testing.T) {
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: status %d %s", benchkit.ErrWSClosed, 1008, "client too slow"), "close 1008 client too slow"},
+		{fmt.Errorf("%w: status %d %s", benchkit.ErrWSClosed, 4008, "output budget exceeded"), "close 4008 output budget exceeded"},
+		{benchkit.ErrWSClosed, "close without a status"},
+		{io.ErrUnexpectedEOF, "read error: unexpected EOF"},
+	}
+	for _, c := range cases {
+		if got := closeMessage(c.err); got != c.want {
+			t.Errorf("closeMessage(%v) = %q, want %q", c.err, got, c.want)
+		}
 	}
 }
