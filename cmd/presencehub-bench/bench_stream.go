@@ -157,6 +157,8 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				}
 				perAcct := make([]atomic.Int64, len(accts))
 				w.reset(conns)
+				changes0, changesErr := b.metric(ctx, srv, "presencehub_changes_total")
+				writes0 := next.Load()
 				m := b.meter(ctx, srv)
 				var from time.Time
 				until, err := driveWrites(ctx, rate, *warm, *dur, *writers, func(f time.Time) {
@@ -219,6 +221,18 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				}
 				received, waited := waitDelivered(ctx, conns, expected)
 				why := missingWhy(ctx, b, srv, conns, perAcct, waited)
+				if changes1, err := b.metric(ctx, srv, "presencehub_changes_total"); err == nil && changesErr == nil {
+					// Each write is a change of its user (a new contact);
+					// the server reads a key once however often it was
+					// notified while it waited to be read, so a server
+					// lagging behind Redis by more than a user's rewrite
+					// period emits fewer changes than there were writes.
+					writes := next.Load() - writes0
+					if c := writes - int64(changes1-changes0); c > 0 {
+						why += fmt.Sprintf("; the hub emitted %.0f changes for %d writes (warm-up included): %d writes were read from Redis only after a later write of the same user (coalesced while the server lagged the notifications; the latest state was delivered), about %d deliveries",
+							changes1-changes0, writes, c, c*int64(len(conns))/int64(len(accts)))
+					}
+				}
 				lat, live, g, rs := w.collect(conns)
 				res.gaps += g
 				res.resyncs += rs
