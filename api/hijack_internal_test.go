@@ -166,8 +166,7 @@ func TestFrameBatch(t *testing.T) {
 		}
 		go func() { _, _, _ = c.Read(context.Background()) }() // answers pings' pongs, reads the close
 		sc := &streamConn{s: &server{}, c: c, fc: lh.conn}
-		pooled := batchPool.Get().(*[]byte)
-		b := frameBatch{sc: sc, pooled: pooled, buf: (*pooled)[:0]}
+		b := newFrameBatch(sc)
 		for i, n := range sizes {
 			b.add([]byte(nil), payload(i, n))
 		}
@@ -194,7 +193,7 @@ func TestFrameBatch(t *testing.T) {
 			return
 		}
 		c.Close(websocket.StatusNormalClosure, "")
-		b = frameBatch{sc: sc, pooled: batchPool.Get().(*[]byte)}
+		b = newFrameBatch(sc)
 		b.add(nil, []byte("after close"))
 		if err := lh.conn.writeFrames(&b.bufs); err == nil {
 			done <- errors.New("a data frame was written after the close frame")

@@ -297,9 +297,17 @@ func appendFrameHeader(b []byte, n int) []byte {
 	}
 }
 
-// batchPool holds the buffers a flush gathers its small frames in: taken
-// for one round and given back, so an idle connection holds none.
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+// batchPool holds what a flush gathers a round's frames in (batchBufs):
+// taken for one round and given back, so an idle connection holds none.
+var batchPool = sync.Pool{New: func() any { return &batchBufs{buf: make([]byte, 0, 8<<10), parts: make(net.Buffers, 0, 8)} }}
+
+// batchBufs are a round's buffers: buf for the small frames' bytes, parts
+// for the slices written together.
+type batchBufs struct {
+	buf   []byte
+	parts net.Buffers
+	w     net.Buffers // what a write is consuming
+}
 
 // Frames bigger than this are not copied into the batch buffer but written
 // from where they are (writev).
@@ -384,7 +392,8 @@ type streamConn struct {
 	closeCode websocket.StatusCode // when set, the writer closes with it after writing out
 
 	// owned by the flush goroutine (one at a time)
-	items []hub.Item
+	items   []hub.Item
+	subsBuf []*streamSub
 }
 
 type streamSub struct {
@@ -870,9 +879,12 @@ func (sc *streamConn) flushOnce() bool {
 	for _, f := range out {
 		sc.queued -= len(f) // in flight now
 	}
-	subs := append([]*streamSub(nil), sc.order...)
+	// The flush's own copy of the subscriptions, reused round after round.
+	sc.subsBuf = append(sc.subsBuf[:0], sc.order...)
+	subs := sc.subsBuf
 	code := sc.closeCode
 	sc.mu.Unlock()
+	defer clear(subs) // an ended subscription is not kept until the next round
 	// A client that takes no byte of this round's write for the write
 	// timeout is gone or stuck (see frameConn.send); one that reads slowly
 	// is waited for.
@@ -893,7 +905,7 @@ func (sc *streamConn) flushOnce() bool {
 // are copied into buf (header and payload), big ones are referenced.
 type frameBatch struct {
 	sc     *streamConn
-	pooled *[]byte
+	pooled *batchBufs
 	buf    []byte
 	bufs   net.Buffers
 	frames uint64
@@ -931,7 +943,14 @@ func (b *frameBatch) send() bool {
 	if len(b.bufs) == 0 {
 		return true
 	}
-	err := b.sc.fc.writeFrames(&b.bufs)
+	// Writing consumes the slice it is given: it gets a copy, b.bufs keeps
+	// its array. The copy lives in the pooled struct (a local would be
+	// allocated: writing takes its address).
+	w := &b.pooled.w
+	*w = b.bufs
+	err := b.sc.fc.writeFrames(w)
+	*w = nil
+	clear(b.bufs)
 	b.bufs = b.bufs[:0]
 	if err != nil {
 		b.sc.slow()
@@ -942,21 +961,31 @@ func (b *frameBatch) send() bool {
 	return true
 }
 
-// release gives the pooled buffer back (as it was taken: a burst that
-// outgrew it leaves its bigger buffer to the garbage collector).
+// release gives the pooled buffers back (the byte buffer as it was taken:
+// a burst that outgrew it leaves its bigger buffer to the garbage
+// collector).
 func (b *frameBatch) release() {
+	if cap(b.bufs) <= 64 {
+		clear(b.bufs)
+		b.pooled.parts = b.bufs[:0]
+	}
 	batchPool.Put(b.pooled)
 	b.bufs, b.buf, b.pooled = nil, nil, nil
+}
+
+// newFrameBatch takes a round's buffers from the pool.
+func newFrameBatch(sc *streamConn) frameBatch {
+	pooled := batchPool.Get().(*batchBufs)
+	// b.buf is only ever appended to or resliced past what was cut, so the
+	// parts already in b.bufs are never overwritten.
+	return frameBatch{sc: sc, pooled: pooled, buf: pooled.buf[:0], bufs: pooled.parts[:0]}
 }
 
 // flushFrames writes one round's frames: the reader's, then every
 // subscription's changes (and its snapshot: the first one, built now, or a
 // fresh one for a subscriber that fell behind), all in one write.
 func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
-	pooled := batchPool.Get().(*[]byte)
-	// b.buf is only ever appended to or resliced past what was cut, so the
-	// parts already in b.bufs are never overwritten.
-	b := frameBatch{sc: sc, pooled: pooled, buf: (*pooled)[:0]}
+	b := newFrameBatch(sc)
 	defer b.release()
 	for _, f := range out {
 		b.add(nil, f)
