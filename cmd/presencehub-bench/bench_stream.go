@@ -44,7 +44,13 @@ target column shows what keeping up takes); lost deliveries (expected =
 writes in the window × subscribers of that account, minus the frames that
 arrived before the subscribers had been quiet for 10 s, minus the changes
 the server conflated away for a subscriber that fell behind, which are
-reported on their own row; must be 0); seq gaps
+reported on their own row; must be 0), and per run with deliveries missing,
+where they are: on sockets that ended (the server's close codes), still
+queued in the server's subscription queues
+(presencehub_subscription_queued_changes), or written to Redis while an
+earlier write of the same user still waited to be read (the server reads a
+notified key once, so a server that lags Redis by more than a user's rewrite
+period delivers its latest state, not each write); seq gaps
 and resync snapshots; the server's CPU (utime+stime from /proc/<pid>/stat
 over the window) and RSS. Each change goes to a user not written for
 users×accounts/rate seconds, so a lost delivery means the server dropped or
