@@ -203,7 +203,7 @@ type frameConn struct {
 	closeSent bool
 	deadline  int64 // unix ns of the write deadline set on Conn; guarded by mu
 
-	lastWrite atomic.Int64 // unix ns when a write last got bytes to the kernel
+	lastWrite atomic.Int64 // unix ns when a data write last got bytes to the kernel
 	inflight  atomic.Bool  // a write is blocked in the kernel (it polices itself)
 }
 
@@ -215,7 +215,7 @@ func (c *frameConn) Write(p []byte) (int, error) {
 		c.closeSent = true
 	}
 	bufs := net.Buffers{p}
-	n, err := c.send(&bufs)
+	n, err := c.send(&bufs, false)
 	return int(n), err
 }
 
@@ -227,16 +227,18 @@ func (c *frameConn) writeFrames(bufs *net.Buffers) error {
 	if c.closeSent {
 		return net.ErrClosed
 	}
-	_, err := c.send(bufs)
+	_, err := c.send(bufs, true)
 	return err
 }
 
-// send writes bufs (consuming them); c.mu is held. It fails with
+// send writes bufs (consuming them); c.mu is held. data marks the data
+// frames, whose progress is recorded (lastWrite): a ping's own write is not
+// a sign that the client reads. It fails with
 // os.ErrDeadlineExceeded only when the kernel has taken no byte of them for
 // at least c.timeout: a deadline that passes while bytes still trickle out
 // is moved on. The deadline on the connection is only moved when less than
 // half of the timeout is left, not on every write.
-func (c *frameConn) send(bufs *net.Buffers) (int64, error) {
+func (c *frameConn) send(bufs *net.Buffers, data bool) (int64, error) {
 	if c.timeout <= 0 {
 		return bufs.WriteTo(c.Conn)
 	}
@@ -255,7 +257,9 @@ func (c *frameConn) send(bufs *net.Buffers) (int64, error) {
 		total += n
 		if n > 0 || err == nil {
 			now = time.Now()
-			c.lastWrite.Store(now.UnixNano())
+			if data {
+				c.lastWrite.Store(now.UnixNano())
+			}
 		}
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return total, err
@@ -277,8 +281,8 @@ func (c *frameConn) setDeadline(now time.Time) error {
 	return c.Conn.SetWriteDeadline(d)
 }
 
-// busySince reports whether the client took bytes from us at or after t,
-// or a write is under way (a write fails by itself when the client takes
+// busySince reports whether the client took data frames' bytes from us at
+// or after t, or a write is under way (a write fails by itself when the client takes
 // nothing for the write timeout).
 func (c *frameConn) busySince(t time.Time) bool {
 	return c.inflight.Load() || c.lastWrite.Load() >= t.UnixNano()

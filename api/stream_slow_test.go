@@ -121,3 +121,31 @@ func streamMetrics(f *fixture) string {
 	}
 	return b.String()
 }
+
+// TestStreamPongTimeout: an idle client that does not answer pings (it
+// never reads, so coder/websocket never pongs) is closed; one that reads
+// (and so answers them) stays. The ping's own write is not counted as the
+// client reading.
+func TestStreamPongTimeout(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, api.StreamOptions{WriteTimeout: 500 * time.Millisecond, PingInterval: 100 * time.Millisecond})
+	reader := f.dialStream(t, bearerHeader(f.keys[asAdmin]))
+	go func() {
+		for {
+			if _, _, err := reader.c.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	f.dialStream(t, bearerHeader(f.keys[asAdmin])) // never reads
+	deadline := time.Now().Add(30 * time.Second)
+	for m := streamMetrics(f); !strings.Contains(m, "presencehub_stream_disconnects_total 1"); m = streamMetrics(f) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client that answers no ping is still connected 30 s later:\n%s", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := streamMetrics(f); !strings.Contains(m, "presencehub_stream_connections 1") {
+		t.Errorf("after the silent client was closed, want the reading one still connected:\n%s", m)
+	}
+}
