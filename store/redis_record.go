@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unique"
 
 	"github.com/presencehub/presencehub/hub"
@@ -94,7 +97,65 @@ func intern(s string) string {
 	if s == "" {
 		return ""
 	}
-	return unique.Make(s).Value()
+	if m := internCache.m.Load(); m != nil {
+		if c, ok := (*m)[s]; ok {
+			return c
+		}
+	}
+	return internSlow(s)
+}
+
+// internBytes is intern for a value still in the record's bytes: a value
+// seen before (the usual case: a handful of SBC addresses, protocols and
+// hooks across every registration) costs a map lookup and no allocation.
+// A cold start parses every record once, and allocated each of these
+// fields only to drop it for the interned copy.
+func internBytes(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if m := internCache.m.Load(); m != nil {
+		if c, ok := (*m)[string(b)]; ok { // no allocation for the lookup
+			return c
+		}
+	}
+	return internSlow(string(b))
+}
+
+// internCacheMax bounds internCache: past it (values that are not the
+// handful expected, say a hook per user), values are interned by unique
+// alone, as before the cache.
+const internCacheMax = 1024
+
+// internCache maps the interned values to their one copy, for lookups by
+// bytes. It is replaced, never modified, so readers need no lock; it only
+// grows, up to internCacheMax entries, and keeps them for the process's
+// life.
+var internCache struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[string]string]
+}
+
+func internSlow(s string) string {
+	c := unique.Make(s).Value()
+	internCache.mu.Lock()
+	defer internCache.mu.Unlock()
+	old := internCache.m.Load()
+	if old != nil && (len(*old) >= internCacheMax || (*old)[c] != "") {
+		return c
+	}
+	m := make(map[string]string, 1+func() int {
+		if old == nil {
+			return 0
+		}
+		return len(*old)
+	}())
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	m[c] = c
+	internCache.m.Store(&m)
+	return c
 }
 
 // aorOfKey splits "user:<user>@<realm>" (at the last '@', realm

@@ -56,9 +56,10 @@ func parseRecordFast(v []byte, rec *recordJSON) bool {
 // number, true, false or null) as json.Unmarshal would, or reports false.
 func (rec *recordJSON) set(key, val []byte) bool {
 	var s *string
+	interned := true // a field recordOf interns: see internBytes
 	switch string(key) {
 	case "contact":
-		s = &rec.Contact
+		s, interned = &rec.Contact, false
 	case "sbcAddress":
 		s = &rec.SBCAddress
 	case "privateSbcAddress":
@@ -66,7 +67,7 @@ func (rec *recordJSON) set(key, val []byte) bool {
 	case "protocol":
 		s = &rec.Protocol
 	case "proxy":
-		s = &rec.Proxy
+		s, interned = &rec.Proxy, false
 	case "callHook":
 		return rec.CallHook.set(val)
 	case "callStatusHook":
@@ -90,7 +91,11 @@ func (rec *recordJSON) set(key, val []byte) bool {
 	}
 	switch val[0] {
 	case '"':
-		*s = string(val[1 : len(val)-1])
+		if interned {
+			*s = internBytes(val[1 : len(val)-1])
+		} else {
+			*s = string(val[1 : len(val)-1])
+		}
 	case 'n': // null leaves a string as it is
 	default: // a number or boolean where a string belongs
 		return false
@@ -101,7 +106,7 @@ func (rec *recordJSON) set(key, val []byte) bool {
 // set is UnmarshalJSON for a scalar, with a plain string taken as it is.
 func (a *anyText) set(val []byte) bool {
 	if val[0] == '"' {
-		*a = anyText(val[1 : len(val)-1])
+		*a = anyText(internBytes(val[1 : len(val)-1])) // both hooks are interned
 		return true
 	}
 	return a.UnmarshalJSON(val) == nil

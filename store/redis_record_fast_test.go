@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"testing"
+	"unsafe"
 )
 
 // recordCorpus are values as SBCs, webhooks and broken writers leave them.
@@ -96,6 +97,27 @@ func BenchmarkParseRecord(b *testing.B) {
 	for b.Loop() {
 		if _, err := parseRecord("user:alice@example.com", v); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestInternBytes: a value seen before is found by its bytes without an
+// allocation, and gives the same copy as intern.
+func TestInternBytes(t *testing.T) {
+	for _, v := range []string{"wss", "192.0.2.10:8443", "http://hooks.invalid/call", ""} {
+		got := internBytes([]byte(v))
+		if got != v {
+			t.Fatalf("internBytes(%q) = %q, want %q", v, got, v)
+		}
+		if v == "" {
+			continue
+		}
+		if want := intern(v); unsafe.StringData(got) != unsafe.StringData(want) {
+			t.Errorf("internBytes(%q) and intern(%q) gave different copies", v, v)
+		}
+		b := []byte(v)
+		if n := testing.AllocsPerRun(100, func() { _ = internBytes(b) }); n != 0 {
+			t.Errorf("internBytes(%q) of a known value: %v allocations, want 0", v, n)
 		}
 	}
 }
