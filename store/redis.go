@@ -775,6 +775,8 @@ func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) 
 // sink.Resync.
 func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
 	start := time.Now()
+	restoreGC := raiseGCPercent()
+	defer restoreGC() // first thing at return; a no-op once done below
 	regs, seen, err := s.loadAll(ctx)
 	if err != nil {
 		return err
@@ -796,12 +798,57 @@ func (s *RedisSource) resync(ctx context.Context, sink hub.Sink) error {
 		regs, seen = nil, nil
 		debug.FreeOSMemory()
 	}
+	restoreGC()
 	took := time.Since(start)
 	s.m.resyncs.Add(1)
 	s.m.lastResync.Store(int64(took))
 	s.lastSync.Store(time.Now().UnixNano())
 	s.log.Debug("redis resync", "registrations", nregs, "keys", nkeys, "read", loaded, "took", took)
 	return nil
+}
+
+// redisLoadGCPercent is the GC percentage while a full load runs (GOGC
+// otherwise, 100 by default). A cold load's heap grows from nothing to the
+// whole snapshot with as much again in garbage (the values as read, the
+// keys, the batches): at 100 it was collected five or six times on the way,
+// each time marking everything loaded so far, about a sixth of the load's
+// CPU. The load ends with a full collection anyway (debug.FreeOSMemory,
+// for loads of redisFreeAfter keys or more), so the memory held when ready
+// is the same; what grows is the peak during the load, by the garbage of
+// that one load (about 1.3 KB per key read). A GOMEMLIMIT still caps it.
+const redisLoadGCPercent = 400
+
+// loadGC counts the loads running with redisLoadGCPercent (a process may
+// watch more than one Redis) and keeps the percentage to go back to.
+var loadGC struct {
+	mu   sync.Mutex
+	n    int
+	prev int
+}
+
+// raiseGCPercent sets redisLoadGCPercent unless GOGC is already at least
+// that (or off); the function returned puts it back when the last load
+// running is done, and does nothing when called again.
+func raiseGCPercent() (restore func()) {
+	loadGC.mu.Lock()
+	defer loadGC.mu.Unlock()
+	if loadGC.n == 0 {
+		loadGC.prev = debug.SetGCPercent(redisLoadGCPercent)
+		if loadGC.prev < 0 || loadGC.prev >= redisLoadGCPercent {
+			debug.SetGCPercent(loadGC.prev)
+		}
+	}
+	loadGC.n++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			loadGC.mu.Lock()
+			defer loadGC.mu.Unlock()
+			if loadGC.n--; loadGC.n == 0 {
+				debug.SetGCPercent(loadGC.prev)
+			}
+		})
+	}
 }
 
 // keyState is what one key holds now: reg is nil when the key is absent,
