@@ -395,8 +395,12 @@ func (h *Hub) resync(regs []Registration) {
 	// Room for a deadline per registration up front: grown by append, the
 	// heap of a 100,000-registration resync was copied over and over.
 	h.deadlines.Grow(len(regs))
-	for i := range regs {
-		h.upsert(&regs[i], now, quiet)
+	if quiet && h.opts.Tap == nil && len(regs) >= parallelLoadMin {
+		h.loadQuiet(regs, now)
+	} else {
+		for i := range regs {
+			h.upsert(&regs[i], now, quiet)
+		}
 	}
 	h.bulk = false
 	h.deadlines.Init()
