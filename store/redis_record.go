@@ -58,7 +58,7 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 	}
 	var rec recordJSON
 	if parseRecordFast(v, &rec) {
-		return recordOf(user, realm, &rec), nil
+		return recordOf(user, realm, &rec, true), nil
 	}
 	rec = recordJSON{}
 	if err := json.Unmarshal(v, &rec); err != nil {
@@ -68,20 +68,26 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 		}
 		return hub.Registration{}, fmt.Errorf("value is not valid JSON: %v", err)
 	}
-	return recordOf(user, realm, &rec), nil
+	return recordOf(user, realm, &rec, false), nil
 }
 
-func recordOf(user, realm string, rec *recordJSON) hub.Registration {
+// recordOf is the Registration of rec; interned says that the fields it
+// interns are already (parseRecordFast interns them as it reads them).
+func recordOf(user, realm string, rec *recordJSON, interned bool) hub.Registration {
+	if !interned {
+		rec.Protocol, rec.SBCAddress, rec.PrivateSBCAddress = intern(rec.Protocol), intern(rec.SBCAddress), intern(rec.PrivateSBCAddress)
+		rec.CallHook, rec.CallStatusHook = anyText(intern(string(rec.CallHook))), anyText(intern(string(rec.CallStatusHook)))
+	}
 	return hub.Registration{
 		User:              user,
 		Realm:             realm,
 		Contact:           rec.Contact,
-		Protocol:          intern(rec.Protocol),
+		Protocol:          rec.Protocol,
 		Proxy:             rec.Proxy,
-		SBCAddress:        intern(rec.SBCAddress),
-		PrivateSBCAddress: intern(rec.PrivateSBCAddress),
-		CallHook:          intern(string(rec.CallHook)),
-		CallStatusHook:    intern(string(rec.CallStatusHook)),
+		SBCAddress:        rec.SBCAddress,
+		PrivateSBCAddress: rec.PrivateSBCAddress,
+		CallHook:          string(rec.CallHook),
+		CallStatusHook:    string(rec.CallStatusHook),
 		AllowDirectApp:    int(rec.AllowDirectApp),
 		AllowDirectQueue:  int(rec.AllowDirectQueue),
 		AllowDirectUser:   int(rec.AllowDirectUser),

@@ -105,11 +105,15 @@ func (rec *recordJSON) set(key, val []byte) bool {
 
 // set is UnmarshalJSON for a scalar, with a plain string taken as it is.
 func (a *anyText) set(val []byte) bool {
-	if val[0] == '"' {
-		*a = anyText(internBytes(val[1 : len(val)-1])) // both hooks are interned
-		return true
+	switch val[0] {
+	case '"': // both hooks are interned
+		*a = anyText(internBytes(val[1 : len(val)-1]))
+	case 'n':
+		*a = ""
+	default: // a number, true or false: its text, as UnmarshalJSON keeps it
+		*a = anyText(internBytes(val))
 	}
-	return a.UnmarshalJSON(val) == nil
+	return true
 }
 
 var recordFields = []string{"contact", "sbcAddress", "privateSbcAddress", "protocol", "proxy", "callHook",
@@ -152,7 +156,11 @@ func plainString(v []byte, i int) (s []byte, next int, ok bool) {
 	}
 	ascii := true
 	for j := i + 1; j < len(v); j++ {
-		switch c := v[j]; {
+		c := v[j]
+		if plainByte[c] { // one table look-up for the common byte
+			continue
+		}
+		switch {
 		case c == '"':
 			s = v[i+1 : j]
 			if !ascii && !utf8.Valid(s) {
@@ -161,12 +169,21 @@ func plainString(v []byte, i int) (s []byte, next int, ok bool) {
 			return s, j + 1, true
 		case c == '\\' || c < 0x20:
 			return nil, 0, false
-		case c >= utf8.RuneSelf:
+		default: // c >= utf8.RuneSelf
 			ascii = false
 		}
 	}
 	return nil, 0, false
 }
+
+// plainByte is true for the bytes plainString passes over: printable
+// ASCII but the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // scalar returns the raw value at v[i]: a plain string (quotes included), a
 // number, true, false or null.

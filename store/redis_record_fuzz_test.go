@@ -41,7 +41,7 @@ func FuzzParseRecord(f *testing.F) {
 		if err := json.Unmarshal(bytes.TrimSpace(value), &rec); err != nil {
 			t.Fatalf("parseRecord accepted %q, encoding/json alone refuses it: %v", value, err)
 		}
-		if want := recordOf(user, realm, &rec); reg != want {
+		if want := recordOf(user, realm, &rec, false); reg != want {
 			t.Fatalf("%q:\n parseRecord %+v\n encoding/json %+v", value, reg, want)
 		}
 		for name, s := range map[string]string{"contact": reg.Contact, "protocol": reg.Protocol, "proxy": reg.Proxy,
