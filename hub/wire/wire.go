@@ -259,6 +259,15 @@ func appendNullable(b []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// safeASCII is true for the bytes AppendString copies as they are:
+// printable ASCII but the quote, the backslash and the HTML characters.
+var safeASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // AppendString appends s as a JSON string, byte for byte as encoding/json's
 // Marshal writes it: <, > and & escaped, invalid UTF-8 as U+FFFD, U+2028 and
 // U+2029 escaped.
@@ -267,11 +276,11 @@ func AppendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if safeASCII[c] { // one table look-up for the common byte
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':

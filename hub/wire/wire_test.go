@@ -226,6 +226,22 @@ func TestAppendStringIsEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestAppendStringEveryByte: every byte value, alone and between plain
+// text, is written as encoding/json writes it.
+func TestAppendStringEveryByte(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "ab" + string([]byte{byte(c)}) + "cd"} {
+			want, err := json.Marshal(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := AppendString(nil, s); string(got) != string(want) {
+				t.Errorf("AppendString(%q) = %s, want %s (encoding/json)", s, got, want)
+			}
+		}
+	}
+}
+
 func TestUserHostileStrings(t *testing.T) {
 	for _, tc := range hostile {
 		t.Run(tc.name, func(t *testing.T) {
