@@ -71,7 +71,8 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	dur := fs.Duration("duration", 10*time.Second, "measured time per run")
 	warm := fs.Duration("warmup", 2*time.Second, "writes before each measurement, not counted")
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
-	hostileFlag := fs.Bool("hostile", false, "measure each run twice: as it is, then with one hostile key attacking during the window (a socket that never reads sends 300 subscribes of 8,000-name watchlists; 2,000 random bearer tokens, 50 at a time); reports the others' p99 against the quiet run and the server's RSS growth")
+	hostileFlag := fs.Bool("hostile", false, "measure each run twice: as it is, then with one hostile key attacking during the window (a socket that never reads sends 300 subscribes of 8,000-name watchlists; 2,000 random bearer tokens, 50 at a time); reports the others' p99 against the quiet run and the server's RSS growth. The attacker is a process of its own (the bench runs itself as presencehub-bench hostile-attack), on the same machine")
+	hostileInProcess := fs.Bool("hostile-in-process", false, "with --hostile: attack from inside the bench process, which also runs the measured subscribers (its frames, requests and garbage then delay the measurement itself; for comparison)")
 	floor := fs.Bool("floor", true, "after each run, run bench floor (in a process of its own) at the frame rate the subscribers received, over as many connections, for as long; report the server's CPU per delivered frame against the floor writer's CPU per message, the in-run reference")
 	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
 	if err := fs.ParseArgs(args); err != nil {
@@ -135,7 +136,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	modes := []bool{false}
 	var hk *hostile
 	if *hostileFlag {
-		if hk, err = b.hostileKey(ctx, srv, accts[0]); err != nil {
+		if hk, err = b.hostileKey(ctx, srv, accts[0], *hostileInProcess); err != nil {
 			return err
 		}
 		modes = append(modes, true)
@@ -159,7 +160,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 						close(attackDone)
 						return
 					}
-					go func() { defer close(attackDone); hk.run(attackCtx, b.http) }()
+					go func() { defer close(attackDone); hk.run(attackCtx, b) }()
 				}
 				perAcct := make([]atomic.Int64, len(accts))
 				w.reset(conns)

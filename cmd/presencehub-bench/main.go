@@ -69,6 +69,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"rest-reference": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
 			return benchRESTReference(args, os.Stdin, stdout) // the REST benchmark's do-nothing handler, a process of its own
 		},
+		"hostile-attack": func(_ context.Context, args []string, _ func(string) string, stdout, _ io.Writer) error {
+			return benchHostileAttack(args, os.Stdin, stdout) // the attacker of "bench stream --hostile", a process of its own
+		},
 		"resync":   benchResync,
 		"expiry":   benchExpiry,
 		"history":  benchHistory,
