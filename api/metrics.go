@@ -40,6 +40,7 @@ func (s *server) collectors() []prometheus.Collector {
 		counter("presencehub_stream_revoked_subscriptions_total", "Subscriptions ended with an unauthorized error frame.", &st.revokedSubs),
 		counter("presencehub_stream_limit_refusals_total", "Subscribes refused by the subscription, watched-user or output-budget cap.", &st.limitRefusals),
 		counter("presencehub_stream_rate_limited_total", "Subscribes refused by the per-connection or per-key rate limit.", &st.rateLimited),
+		counter("presencehub_stream_watchlist_names_decoded_total", "Watchlist names decoded from subscribe frames (a subscribe refused by a cap or rate limit is refused before its names are decoded).", &st.namesDecoded),
 		counter("presencehub_stream_key_conn_refusals_total", "Upgrades refused (429) because the key had its maximum of open sockets.", &st.keyConnRefusals),
 		counter("presencehub_stream_ip_refusals_total", "Upgrades refused (429) because the client address had its maximum of unauthenticated upgrades in progress.", &st.ipRefusals),
 	}

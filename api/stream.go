@@ -52,6 +52,7 @@ type streamStats struct {
 	revokedSubs     atomic.Uint64 // subscriptions ended with an unauthorized error frame
 	limitRefusals   atomic.Uint64 // subscribes refused: subscription, name or budget cap
 	rateLimited     atomic.Uint64 // subscribes refused by a rate limit
+	namesDecoded    atomic.Uint64 // watchlist names decoded (only subscribes past the caps and limits decode theirs)
 	keyConnRefusals atomic.Uint64 // upgrades refused: too many sockets for the key
 	ipRefusals      atomic.Uint64 // upgrades refused: too many unauthenticated upgrades from the IP
 }
@@ -445,12 +446,53 @@ func (sc *streamConn) serve() {
 		sc.c.Close(websocket.StatusNormalClosure, "")
 	}()
 	for {
-		_, data, err := sc.c.Read(ctx)
+		buf, err := readFrame(ctx, sc.c)
 		if err != nil {
 			return
 		}
-		sc.handle(ctx, data)
+		sc.handle(ctx, *buf)
+		putFrameBuf(buf)
 	}
+}
+
+// frameBufs holds the buffers client frames are read into. A frame is
+// handled before the next is read and nothing keeps a reference to its
+// bytes (parseClientFrame copies what it keeps), so a connection needs one
+// buffer while it reads, none while it waits, and a client that sends many
+// big frames reuses one instead of growing a fresh one for each (what
+// websocket.Conn.Read does, with io.ReadAll).
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// readFrame reads the next client frame into a buffer of frameBufs (the
+// connection's read limit bounds it).
+func readFrame(ctx context.Context, c *websocket.Conn) (*[]byte, error) {
+	_, r, err := c.Reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf := frameBufs.Get().(*[]byte)
+	b := (*buf)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			*buf = b
+			return buf, nil
+		}
+		if err != nil {
+			*buf = b
+			putFrameBuf(buf)
+			return nil, err
+		}
+	}
+}
+
+func putFrameBuf(buf *[]byte) {
+	*buf = (*buf)[:0]
+	frameBufs.Put(buf)
 }
 
 // heartbeat pings the client. Its pong comes after the frames queued
@@ -525,7 +567,7 @@ func (sc *streamConn) handle(ctx context.Context, data []byte) {
 	}
 	switch f.Type {
 	case wire.TypeSubscribe:
-		sc.subscribe(ctx, f)
+		sc.subscribe(ctx, &f)
 	case wire.TypeUnsubscribe:
 		sc.mu.Lock()
 		ss := sc.subs[f.ID]
@@ -586,7 +628,11 @@ func (sc *streamConn) allowSubscribe(id string) bool {
 	return true
 }
 
-func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
+// subscribe acts on a subscribe frame. The checks that may refuse it
+// without a look at the database or the hub come first, and before its
+// watchlist is decoded (only counted so far): a refused subscribe costs no
+// string per name.
+func (sc *streamConn) subscribe(ctx context.Context, f *clientFrame) {
 	sc.mu.Lock()
 	_, dup := sc.subs[f.ID]
 	n, names := len(sc.subs), sc.names
@@ -599,7 +645,7 @@ func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 		sc.s.stats.limitRefusals.Add(1)
 		sc.fail(f.ID, wire.CodeLimitExceeded, "too many subscriptions on this connection (at most "+strconv.Itoa(sc.s.stream.MaxSubs)+")")
 		return
-	case names+len(f.Users) > sc.s.stream.MaxNames:
+	case names+f.Users.n > sc.s.stream.MaxNames:
 		sc.s.stats.limitRefusals.Add(1)
 		sc.fail(f.ID, wire.CodeLimitExceeded, "too many watched users on this connection (at most "+strconv.Itoa(sc.s.stream.MaxNames)+" over all its subscriptions)")
 		return
@@ -607,6 +653,12 @@ func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 	if !sc.allowSubscribe(f.ID) {
 		return
 	}
+	users, ferr := f.users()
+	if ferr != nil {
+		sc.fail(ferr.id, ferr.code, ferr.msg)
+		return
+	}
+	sc.s.stats.namesDecoded.Add(uint64(len(users)))
 	// Authorisation is checked against the current state on every
 	// subscribe, not only at the upgrade: the key may be gone by now.
 	p, err := sc.s.check(ctx, sc.cred)
@@ -638,12 +690,12 @@ func (sc *streamConn) subscribe(ctx context.Context, f wire.Request) {
 		sc.fail(f.ID, wire.CodeBadRequest, "account does not have sip_realm configuration")
 		return
 	}
-	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: f.Users, Notify: sc.signal, Owner: a.SID, Deferred: true}
+	req := hub.SubscribeRequest{Realm: a.SIPRealm, Users: users, Notify: sc.signal, Owner: a.SID, Deferred: true}
 	if f.Since != nil {
 		req.Since = &hub.Position{Epoch: f.Since.Epoch, Seq: f.Since.Seq}
 	}
 	sub, st := sc.s.pres.Subscribe(req)
-	ss := &streamSub{id: f.ID, accountSID: a.SID, realm: a.SIPRealm, names: len(f.Users), sub: sub}
+	ss := &streamSub{id: f.ID, accountSID: a.SID, realm: a.SIPRealm, names: len(users), sub: sub}
 	ss.prefix = wire.AppendChangePrefix(nil, f.ID, a.SID, false)
 	ss.conflated = wire.AppendChangePrefix(nil, f.ID, a.SID, true)
 

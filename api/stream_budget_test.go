@@ -88,3 +88,56 @@ func TestStreamOutputBudget(t *testing.T) {
 	}
 	t.Logf("connection gone after %v", time.Since(start))
 }
+
+// TestStreamRefusedSubscribeDecodesNoNames: a subscribe refused by a
+// connection's caps or its rate limit is refused before its watchlist is
+// decoded (issue #9's hostile key sends 300 subscribes of 8,000 names, all
+// but the first refused). The server counts the names it decodes.
+func TestStreamRefusedSubscribeDecodesNoNames(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, api.StreamOptions{MaxSubs: 2, SubscribeRate: 0.001, SubscribeBurst: 3})
+	names := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"u%04d"`, i)
+		}
+		return `,"users":[` + b.String() + `]`
+	}
+	big := names(8000) // 64 KB: within the read limit
+	w := f.dialStream(t, bearerHeader(f.keys[asAdmin]))
+	steps := []struct {
+		name, frame string
+		wantType    string
+		wantCode    string
+		wantDecoded int // names decoded so far
+	}{
+		{"8,000 names accepted", `{"type":"subscribe","id":"a","account_sid":"` + f.a1.SID + `"` + big + `}`, "snapshot", "", 8000},
+		{"8,000 more: watched-user cap", `{"type":"subscribe","id":"x1","account_sid":"` + f.a1.SID + `"` + big + `}`, "error", "limit_exceeded", 8000},
+		{"again", `{"type":"subscribe","id":"x2","account_sid":"` + f.a1.SID + `"` + big + `}`, "error", "limit_exceeded", 8000},
+		{"10 names accepted", `{"type":"subscribe","id":"b","account_sid":"` + f.a1.SID + `"` + names(10) + `}`, "snapshot", "", 8010},
+		{"subscription cap", `{"type":"subscribe","id":"c","account_sid":"` + f.a1.SID + `"` + names(10) + `}`, "error", "limit_exceeded", 8010},
+		{"unsubscribe b", `{"type":"unsubscribe","id":"b"}`, "unsubscribed", "", 8010},
+		{"last token of the bucket", `{"type":"subscribe","id":"d","account_sid":"` + f.a1.SID + `"` + names(10) + `}`, "snapshot", "", 8020},
+		{"unsubscribe d", `{"type":"unsubscribe","id":"d"}`, "unsubscribed", "", 8020},
+		{"rate limit", `{"type":"subscribe","id":"e","account_sid":"` + f.a1.SID + `"` + names(10) + `}`, "error", "rate_limited", 8020},
+	}
+	for _, st := range steps {
+		w.send("%s", st.frame)
+		m := w.expect(st.wantType, st.wantCode)
+		_ = m
+		metrics := string(f.do(asNone, "GET", "/metrics", nil).body)
+		want := fmt.Sprintf("presencehub_stream_watchlist_names_decoded_total %d\n", st.wantDecoded)
+		if !strings.Contains(metrics, want) {
+			got := ""
+			for _, l := range strings.Split(metrics, "\n") {
+				if strings.HasPrefix(l, "presencehub_stream_watchlist_names_decoded_total ") {
+					got = l
+				}
+			}
+			t.Fatalf("%s: got %q, want %q", st.name, got, strings.TrimSpace(want))
+		}
+	}
+}

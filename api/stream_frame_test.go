@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -33,7 +34,7 @@ func TestParseClientFrame(t *testing.T) {
 		{"negative seq", `{"type":"subscribe","id":"s","account_sid":"` + sidA + `","since":{"epoch":"e","seq":-1}}`, "", "bad_request", "", "wrong type"},
 	}
 	for _, tt := range tests {
-		f, ferr := parseClientFrame([]byte(tt.in))
+		f, _, ferr := parseWholeFrame([]byte(tt.in))
 		switch {
 		case tt.wantType != "" && (ferr != nil || f.Type != tt.wantType):
 			t.Errorf("%s: got %+v, %+v; want type %s", tt.name, f, ferr, tt.wantType)
@@ -45,6 +46,20 @@ func TestParseClientFrame(t *testing.T) {
 	}
 }
 
+// parseWholeFrame is what the stream does with a frame it acts on: parse
+// it, then decode its watchlist.
+func parseWholeFrame(data []byte) (clientFrame, []string, *frameError) {
+	f, ferr := parseClientFrame(data)
+	if ferr != nil || f.Type != "subscribe" {
+		return f, nil, ferr
+	}
+	users, ferr := f.users()
+	if ferr != nil {
+		return clientFrame{}, nil, ferr
+	}
+	return f, users, nil
+}
+
 // FuzzParseClientFrame: whatever a client sends, the parser neither panics
 // nor accepts what the handlers must not act on, and its error frames stay
 // small and valid UTF-8 strings for the JSON encoder.
@@ -54,7 +69,7 @@ func FuzzParseClientFrame(f *testing.F) {
 	f.Add([]byte(`{"type":"subscribe","id":"\u0000\ud800","account_sid":null,"users":null}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fr, ferr := parseClientFrame(data)
+		fr, users, ferr := parseWholeFrame(data)
 		if ferr != nil {
 			if ferr.code == "" || len(ferr.msg) > 512 || len(ferr.id) > maxFrameID {
 				t.Fatalf("error frame %+v: want a code, a message under 512 bytes and a bounded id", ferr)
@@ -67,13 +82,16 @@ func FuzzParseClientFrame(f *testing.F) {
 		switch fr.Type {
 		case "unsubscribe":
 		case "subscribe":
-			if fr.ID == "" || !store.ValidSID(fr.AccountSID) || len(fr.Users) > maxNames {
+			if fr.ID == "" || !store.ValidSID(fr.AccountSID) || len(users) > maxNames || fr.Users.n > maxNames {
 				t.Fatalf("accepted subscribe %+v", fr)
+			}
+			if fr.Users.n != len(users) {
+				t.Fatalf("counted %d names, decoded %d", fr.Users.n, len(users))
 			}
 			if fr.Since != nil && len(fr.Since.Epoch) > maxFrameEpoch {
 				t.Fatalf("accepted an epoch of %d bytes", len(fr.Since.Epoch))
 			}
-			for _, n := range fr.Users {
+			for _, n := range users {
 				if len(n) > maxNameLen {
 					t.Fatalf("accepted a name of %d bytes", len(n))
 				}
@@ -85,4 +103,61 @@ func FuzzParseClientFrame(f *testing.F) {
 			t.Fatalf("id %q is not valid UTF-8 (encoding/json replaces invalid bytes)", fr.ID)
 		}
 	})
+}
+
+// TestParseClientFrameAllocs: parsing a subscribe frame costs a bounded
+// number of allocations whatever the size of its watchlist, which is only
+// counted; the names are decoded later, by users(), for a subscribe that
+// passed the connection's caps and limits.
+func TestParseClientFrameAllocs(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"type":"subscribe","id":"h1","account_sid":"` + sidA + `","users":[`)
+	for i := range 8000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"x%04d"`, i)
+	}
+	b.WriteString(`]}`)
+	frame := []byte(b.String())
+	var f clientFrame
+	parse := testing.AllocsPerRun(20, func() {
+		var ferr *frameError
+		if f, ferr = parseClientFrame(frame); ferr != nil {
+			t.Fatal(ferr)
+		}
+	})
+	if f.Users.n != 8000 {
+		t.Fatalf("counted %d names, want 8000", f.Users.n)
+	}
+	if parse > 10 {
+		t.Errorf("parseClientFrame of 8,000 names: got %.0f allocations, want at most 10", parse)
+	}
+	users, ferr := f.users()
+	if ferr != nil || len(users) != 8000 || users[7999] != "x7999" {
+		t.Fatalf("users() = %d names, %v; want 8,000 ending x7999", len(users), ferr)
+	}
+}
+
+func TestCountElements(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{`[]`, 0},
+		{`[ ]`, 0},
+		{"[\n]", 0},
+		{`["a"]`, 1},
+		{`[ "a" , "b" ]`, 2},
+		{`["a,b","c"]`, 2},
+		{`["a\",","b"]`, 2},
+		{`["a\\","b"]`, 2},
+		{`[[1,2],{"a":1,"b":2},3]`, 3},
+		{`[1,2,3]`, 3},
+	}
+	for _, tt := range tests {
+		if got := countElements([]byte(tt.in)); got != tt.want {
+			t.Errorf("countElements(%s) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
 }
