@@ -1,7 +1,9 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -160,4 +162,51 @@ func TestCountElements(t *testing.T) {
 			t.Errorf("countElements(%s) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzDecodeFrame: the fast path of decodeFrame (the watchlist cut out
+// before encoding/json sees the frame) agrees with encoding/json on the
+// whole frame: a frame that encoding/json accepts, watchlist included,
+// gives the same fields and names; one it refuses is refused too (by
+// decodeFrame, or by users() for a watchlist that is not an array of
+// strings).
+func FuzzDecodeFrame(f *testing.F) {
+	big := string(hostileTestFrame())
+	f.Add([]byte(big))
+	f.Add([]byte(strings.Replace(big, `"users"`, `"Users"`, 1)))
+	f.Add([]byte(strings.Replace(big, `"x0001"`, `"x\"01"`, 1)))
+	f.Add([]byte(strings.Replace(big, `"x0001"`, `1`, 1)))
+	f.Add([]byte(strings.Replace(big, `"x0001",`, `"x0001",,`, 1)))
+	f.Add([]byte(big + "x"))
+	f.Add([]byte(strings.Replace(big, `"type":"subscribe"`, `"users":null,"type":"subscribe"`, 1)))
+	f.Add([]byte(strings.Replace(big, `]}`, `],"since":{"epoch":"e","seq":1}}`, 1)))
+	f.Add([]byte(`{"type":"subscribe","id":"s","account_sid":"` + sidA + `","users":["` + strings.Repeat("a", 300) + `"]}`))
+	f.Add([]byte(`{"users":"` + strings.Repeat("a", 300) + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var slow clientFrame
+		slowErr := json.Unmarshal(data, &slow)
+		var slowUsers []string
+		var slowUErr *frameError
+		if slowErr == nil {
+			slowUsers, slowUErr = slow.users()
+		}
+		fast, fastErr := decodeFrame(data)
+		var fastUsers []string
+		var fastUErr *frameError
+		if fastErr == nil {
+			fastUsers, fastUErr = fast.users()
+		}
+		slowOK, fastOK := slowErr == nil && slowUErr == nil, fastErr == nil && fastUErr == nil
+		if slowOK != fastOK {
+			t.Fatalf("encoding/json: %v %v; decodeFrame: %v %v", slowErr, slowUErr, fastErr, fastUErr)
+		}
+		if !slowOK {
+			return
+		}
+		if slow.Type != fast.Type || slow.ID != fast.ID || slow.AccountSID != fast.AccountSID ||
+			(slow.Since == nil) != (fast.Since == nil) || (slow.Since != nil && *slow.Since != *fast.Since) ||
+			slow.Users.n != fast.Users.n || !slices.Equal(slowUsers, fastUsers) {
+			t.Fatalf("encoding/json gave %+v %d names, decodeFrame %+v %d names", slow, len(slowUsers), fast, len(fastUsers))
+		}
+	})
 }
