@@ -38,7 +38,7 @@ type hostile struct {
 
 	// results of the last run
 	res      attackResult
-	peakRSS  int64
+	peakRSS  int64         // set by the run (the window's RSS peak)
 	cpu      time.Duration // the attacking process's CPU (0 in process)
 	counters map[string]float64
 }
@@ -98,34 +98,18 @@ var hostileCounters = []string{
 	"presencehub_http_rate_limited_total",
 }
 
-// run attacks until ctx is done, sampling the server's RSS every 100 ms.
+// run attacks until ctx is done.
 func (h *hostile) run(ctx context.Context, b *bench) {
-	h.res, h.cpu, h.peakRSS = attackResult{}, 0, h.srv.rss()
+	h.res, h.cpu = attackResult{}, 0
 	before := map[string]float64{}
 	for _, name := range hostileCounters {
 		before[name], _ = b.metric(context.Background(), h.srv, name)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // RSS
-		defer wg.Done()
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				h.peakRSS = max(h.peakRSS, h.srv.rss())
-			}
-		}
-	}()
 	if h.inProcess {
 		h.res = attack(ctx, b.http, h.srv.url, h.token, h.acct)
 	} else if err := h.runProcess(ctx); err != nil {
 		h.res.SubscribeErr = "attacking process: " + err.Error()
 	}
-	wg.Wait()
 	h.counters = map[string]float64{}
 	for _, name := range hostileCounters {
 		after, _ := b.metric(context.Background(), h.srv, name)
@@ -186,12 +170,17 @@ func attack(ctx context.Context, client *http.Client, url, token, acct string) a
 	res := attackResult{Statuses: map[int]int{}}
 	var wg sync.WaitGroup
 	wg.Add(2)
+	// The socket is opened first: once the random tokens have emptied the
+	// failed-authentication bucket of this address, its upgrade would be
+	// refused (429) and the subscribes never sent.
+	ws, err := benchkit.DialWS("ws"+strings.TrimPrefix(url, "http")+"/v1/stream", nil,
+		http.Header{"Authorization": {"Bearer " + token}}, 10*time.Second)
+	if err != nil {
+		res.SubscribeErr = err.Error()
+	}
 	go func() { // finding 2: a socket that never reads
 		defer wg.Done()
-		ws, err := benchkit.DialWS("ws"+strings.TrimPrefix(url, "http")+"/v1/stream", nil,
-			http.Header{"Authorization": {"Bearer " + token}}, 10*time.Second)
-		if err != nil {
-			res.SubscribeErr = err.Error()
+		if ws == nil {
 			return
 		}
 		defer ws.Close()

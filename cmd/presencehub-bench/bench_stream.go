@@ -168,6 +168,8 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				writes0 := next.Load()
 				m := b.meter(ctx, srv)
 				var from time.Time
+				var gc0 serverGC
+				peak := &rssPeak{}
 				until, err := driveWrites(ctx, rate, *warm, *dur, *writers, func(f time.Time) {
 					from = f
 					w.from.Store(f.UnixNano())
@@ -213,8 +215,10 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 						}
 					}
 					return nil
-				}, func() { m.start(); startAttack() })
+				}, func() { m.start(); gc0 = b.serverGC(srv); peak.start(srv); startAttack() })
+				gc1 := b.serverGC(srv)
 				stopAttack()
+				peakRSS := peak.stop()
 				if err != nil {
 					return err
 				}
@@ -268,11 +272,20 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 					*cores = append(*cores, m.Server)
 					*rss = append(*rss, float64(srv.rss()))
 				}
+				gcNote := ""
+				if gc0.ok && gc1.ok {
+					res.allocMB = append(res.allocMB, (gc1.alloc-gc0.alloc)/(1<<20))
+					res.gcs = append(res.gcs, gc1.cycles-gc0.cycles)
+					gcNote = fmt.Sprintf("; server allocated %.0f MiB in %.0f GC cycles", (gc1.alloc-gc0.alloc)/(1<<20), gc1.cycles-gc0.cycles)
+				}
 				self, _ := benchkit.ProcRSS(os.Getpid())
-				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received, %d conflated away; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB%s; missing deliveries: %s",
-					rate, run, sumCounts(perAcct), expected, received, mergedAway, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20), floorNote, why)
+				b.logf("%.0f/s run %d: %d writes→%d expected deliveries, %d received, %d conflated away; p50 %.2f ms, p99 %.2f ms, max %.1f ms; %s; this process (generator and subscribers) RSS %.0f MiB%s%s; missing deliveries: %s",
+					rate, run, sumCounts(perAcct), expected, received, mergedAway, (*p50)[len(*p50)-1], (*p99)[len(*p99)-1], (*pmax)[len(*pmax)-1], m, float64(self)/(1<<20), floorNote, gcNote, why)
+				if peakRSS > 0 {
+					res.growth = append(res.growth, float64(peakRSS-rssBefore))
+				}
 				if hostileRun {
-					res.growth = append(res.growth, float64(hk.peakRSS-rssBefore))
+					hk.peakRSS = peakRSS
 					b.logf("%.0f/s run %d with a hostile key: %s; server RSS before the run %.0f MiB", rate, run, hk, float64(rssBefore)/(1<<20))
 				}
 			}
@@ -321,13 +334,22 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 				}
 				b.add(name+": server RSS", rss.Format(benchkit.FmtMiB), "", nil)
 			}
+			if len(res.allocMB) > 0 {
+				b.add(name+": server allocations / GC cycles in the window", res.allocMB.Format(benchkit.FmtCount)+" MiB / "+res.gcs.Format(benchkit.FmtCount), "", nil)
+			}
+			if *hostileFlag && len(res.growth) > 0 {
+				// The quiet run's growth is the reference: the garbage of
+				// the normal load alone moves RSS by tens of MiB (GC cycles).
+				target, met := "", (*bool)(nil)
+				if hostileRun {
+					target, met = "≤ 64 MiB", benchkit.BoolPtr(slices.Max(res.growth) <= 64<<20)
+				}
+				b.add(name+": server RSS growth during the run (peak − before)", res.growth.Format(benchkit.FmtMiB), target, met)
+			}
 			if hostileRun {
 				quiet := results[false]
 				ratio := p99.Median() / quiet.p99.Median()
 				b.add(name+": others' p99 ÷ the same run without it", fmt.Sprintf("%.2f× (%s vs %s)", ratio, benchkit.FmtMs(p99.Median()), benchkit.FmtMs(quiet.p99.Median())), "≤ 2×", benchkit.BoolPtr(ratio <= 2))
-				if len(res.growth) > 0 {
-					b.add(name+": server RSS growth during the run (peak − before)", res.growth.Format(benchkit.FmtMiB), "≤ 64 MiB", benchkit.BoolPtr(slices.Max(res.growth) <= 64<<20))
-				}
 			}
 		}
 	}
@@ -338,6 +360,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 // streamResult gathers one mode's runs of one rate.
 type streamResult struct {
 	p50, p99, pmax, dps, lost, cores, rss, growth benchkit.Spread
+	allocMB, gcs                                  benchkit.Spread // the server's allocations and GC cycles in the window (its /metrics)
 	floorCores, floorRatio                        benchkit.Spread // bench floor's writer at the delivered rate; server cores ÷ it
 	gaps, resyncs                                 int
 	merged                                        int64
@@ -766,4 +789,56 @@ func numberAfter(f, marker []byte) (uint64, bool) {
 		n = n*10 + uint64(f[j]-'0')
 	}
 	return n, j > start
+}
+
+// serverGC is the server's allocation and GC counters (Go collector).
+type serverGC struct {
+	alloc, cycles float64
+	ok            bool
+}
+
+func (b *bench) serverGC(srv *benchServer) serverGC {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	alloc, err1 := b.metric(ctx, srv, "go_memstats_alloc_bytes_total")
+	cycles, err2 := b.metric(ctx, srv, "go_gc_duration_seconds_count")
+	return serverGC{alloc, cycles, err1 == nil && err2 == nil}
+}
+
+// rssPeak samples the server's RSS every 100 ms between start and stop.
+type rssPeak struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	peak   int64
+}
+
+func (p *rssPeak) start(srv *benchServer) {
+	if srv.pid == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel, p.done, p.peak = cancel, make(chan struct{}), srv.rss()
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p.peak = max(p.peak, srv.rss())
+			}
+		}
+	}()
+}
+
+// stop ends the sampling and returns the peak (0 if it never started).
+func (p *rssPeak) stop() int64 {
+	if p.cancel == nil {
+		return 0
+	}
+	p.cancel()
+	<-p.done
+	return p.peak
 }

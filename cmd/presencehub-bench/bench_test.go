@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -273,5 +274,20 @@ func TestCloseMessage(t *testing.T) {
 		if got := closeMessage(c.err); got != c.want {
 			t.Errorf("closeMessage(%v) = %q, want %q", c.err, got, c.want)
 		}
+	}
+}
+
+// TestHostileFrameFitsReadLimit: the hostile subscribe frames must reach
+// the server's subscribe code, i.e. fit its default read limit of 64 KiB
+// (72 KB frames were refused with 1009 at the first one, which attacked
+// nothing), and be the issue's ~63 KB of 8,000 names.
+func TestHostileFrameFitsReadLimit(t *testing.T) {
+	frame := hostileFrame(hostileSubscribes-1, "aa000000-0000-4000-8000-0000000000a1", hostileWatchlist())
+	if n := len(frame); n > 64<<10 || n < 60_000 {
+		t.Errorf("hostile frame is %d bytes, want 60,000–65,536", n)
+	}
+	var f struct{ Users []string }
+	if err := json.Unmarshal([]byte(frame), &f); err != nil || len(f.Users) != hostileNames {
+		t.Errorf("hostile frame has %d names (%v), want %d", len(f.Users), err, hostileNames)
 	}
 }
