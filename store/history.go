@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,10 @@ type History struct {
 
 	days map[string]bool // daily partitions known to exist; Run's goroutine only
 	run  int64           // this run's row in registration_history_runs (0: none yet); Run's goroutine only
+	// open is every stored open session, as the writer remembers it (nil:
+	// to be loaded), and plan the batch being written; Run's goroutine only.
+	open map[sessKey]*openSess
+	plan historyPlan
 
 	Metrics HistoryMetrics
 }
@@ -110,7 +115,8 @@ func NewHistory(db *DB, opts HistoryOptions) *History {
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = HistoryHeartbeat
 	}
-	return &History{db: db, opts: opts, log: opts.Logger, ch: make(chan *hub.Observed, opts.Buffer), days: map[string]bool{}}
+	return &History{db: db, opts: opts, log: opts.Logger, ch: make(chan *hub.Observed, opts.Buffer), days: map[string]bool{},
+		plan: historyPlan{pend: map[sessKey]*planSess{}}}
 }
 
 // Observe queues one change. It never blocks: when the buffer is full the
@@ -209,6 +215,9 @@ func (h *History) Run(ctx context.Context, pres HistoryPresence) error {
 			}
 		}
 		if h.opts.Active != nil && !h.opts.Active() {
+			// Another replica writes: what it stores is read again when
+			// this one becomes the writer.
+			h.open = nil
 			batch = batch[:0]
 			continue
 		}
@@ -321,13 +330,13 @@ const (
 			$10::smallint, $11::smallint, $12::smallint, $8::timestamptz, $9::timestamptz, $3::text, $4::bigint, $3::text, $4::bigint
 		WHERE NOT EXISTS (SELECT 1 FROM registration_sessions_open WHERE realm = $1::text AND user_name = $2::text)
 		AND NOT EXISTS (SELECT 1 FROM registration_sessions WHERE realm = $1::text AND start_epoch = $3::text AND start_seq = $4::bigint)`
-	// End the open session: $5 the time, $6 the reason.
-	sqlClose = `UPDATE registration_sessions SET ended_at = $5, end_reason = $6, last_epoch = $3, last_seq = $4
-		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
-		AND NOT (last_epoch = $3 AND last_seq >= $4)`
 )
 
-// write applies a batch in one transaction.
+// write applies a batch in one transaction: the changes are planned in Go
+// against the open sessions in memory (see history_plan.go) and written as
+// one UPDATE and one INSERT. When the stored sessions turn out not to be
+// what the memory says, the memory is reloaded and the batch planned again
+// (once; a second mismatch is returned as an error and retried).
 func (h *History) write(ctx context.Context, batch []hub.Observed) error {
 	for _, o := range batch {
 		// Any change may close a session (a stale one is replaced), and a
@@ -336,44 +345,54 @@ func (h *History) write(ctx context.Context, batch []hub.Observed) error {
 			return err
 		}
 	}
-	b := &pgx.Batch{}
+	err := h.writeOnce(ctx, batch)
+	if errors.Is(err, errHistoryStale) {
+		h.log.Warn("registration history: stored open sessions differ from memory (another writer?); reloading them")
+		err = h.writeOnce(ctx, batch)
+	}
+	if err != nil {
+		// Whatever the transaction did or did not commit, the memory is
+		// read again from what is stored before the next attempt.
+		h.open = nil
+	}
+	return err
+}
+
+func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
+	if h.open == nil {
+		open, err := loadOpen(ctx, h.db.pool)
+		if err != nil {
+			return err
+		}
+		h.open = open
+	}
+	p := &h.plan
+	p.reset()
 	for i := range batch {
-		queueChange(b, &batch[i])
+		h.planChange(p, &batch[i])
 	}
 	var rows int64
+	var opened map[sessKey]int64
+	var reload bool
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
-		br := tx.SendBatch(ctx, b)
-		for range b.Len() {
-			tag, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return err
-			}
-			rows += tag.RowsAffected()
-		}
-		return br.Close()
+		var err error
+		rows, opened, reload, err = execPlan(ctx, tx, p)
+		return err
 	})
 	if err != nil {
+		if errors.Is(err, errHistoryStale) {
+			h.open = nil
+		}
 		return err
+	}
+	h.commitPlan(p, opened)
+	if reload {
+		h.open = nil // a new session was already stored: read what is
 	}
 	h.Metrics.Batches.Add(1)
 	h.Metrics.Changes.Add(uint64(len(batch)))
 	h.Metrics.Rows.Add(uint64(rows))
 	return nil
-}
-
-func queueChange(b *pgx.Batch, o *hub.Observed) {
-	r := &o.Reg
-	switch o.Event {
-	case hub.EventUnregistered, hub.EventExpired:
-		b.Queue(sqlClose, r.Realm, r.User, o.Epoch, int64(o.Seq), o.Time, o.Event)
-		return
-	}
-	refresh := 0
-	if o.Event == hub.EventRefreshed {
-		refresh = 1
-	}
-	queueActive(b, r, o.Epoch, int64(o.Seq), o.Time, o.Time, refresh)
 }
 
 // queueActive queues the three statements that make r's open session the
@@ -403,6 +422,8 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		return err
 	}
 	var realms, users []string
+	var open map[sessKey]*openSess
+	h.open = nil
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
 		// The statements go in batches of historyReconcileChunk users: one
 		// batch of them all held every statement and its arguments at
@@ -444,11 +465,17 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		WHERE s.ended_at = 'infinity'
 		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
 			realms, users, now, epoch)
-		return send()
+		if err := send(); err != nil {
+			return err
+		}
+		var err error
+		open, err = loadOpen(ctx, tx)
+		return err
 	})
 	if err != nil {
 		return err
 	}
+	h.open = open
 	h.Metrics.Reconciles.Add(1)
 	h.log.Info("registration history reconciled with the hub", "registered", len(users))
 	return nil

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/store/storetest"
+)
+
+// BenchmarkHistoryWrite pushes changes through the history writer into the
+// test PostgreSQL, in batches of 500 (what the writer collects in its
+// 100 ms linger at 5,000 changes/s), over 10,000 registered users in 100
+// accounts, and reports what PostgreSQL spent on them:
+//
+//   - pg-cpu-ms/1k-changes: user+system CPU of the server's processes (its
+//     backends and background workers, from /proc) per 1,000 changes; the
+//     figure that decides whether PostgreSQL shares the 2 cores with the hub;
+//   - rows/change: rows inserted or updated, as the writer counts them;
+//   - wal-B/change: WAL written per change (pg_current_wal_lsn);
+//   - the writer's own Go allocations per change (-benchmem).
+//
+// new-binding is bench stream's and bench history's shape, the writer's
+// worst case: every change a new binding (a session closed as replaced, one
+// opened). refresh is a refresh-heavy mix: 9 refreshes of an unchanged
+// binding for 1 new binding. Run it with a fixed count so that both
+// sub-benchmarks write the same changes:
+//
+//	go test ./store -run '^$' -bench HistoryWrite -benchtime 20000x -benchmem
+func BenchmarkHistoryWrite(b *testing.B) {
+	for _, mix := range []struct {
+		name   string
+		newOne int // every newOne-th change is a new binding, the others refreshes
+	}{{"new-binding", 1}, {"refresh", 10}} {
+		b.Run(mix.name, func(b *testing.B) { benchHistoryWrite(b, mix.newOne) })
+	}
+}
+
+func benchHistoryWrite(b *testing.B, newOne int) {
+	const realms, perRealm, batchLen = 100, 100, 500
+	ctx := context.Background()
+	db, err := Open(ctx, storetest.NewDatabase(b), Options{Keys: Keys{Current: testKey}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	sp, err := db.CreateServiceProvider(ctx, ServiceProvider{Name: "sp"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now().UTC().Truncate(time.Millisecond)
+	if start.Hour() == 23 {
+		start = start.Add(-time.Hour) // every write within the day: one partition, made ahead
+	}
+	h := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return start }})
+	if err := h.maintain(ctx, start); err != nil {
+		b.Fatal(err)
+	}
+	regs := make([]hub.Registration, 0, realms*perRealm)
+	seqs := map[string]uint64{}
+	for r := range realms {
+		realm := fmt.Sprintf("r%03d.example.com", r)
+		if _, err := db.CreateAccount(ctx, Account{Name: realm, ServiceProviderSID: sp.SID, SIPRealm: realm}); err != nil {
+			b.Fatal(err)
+		}
+		for u := range perRealm {
+			regs = append(regs, sipReg(fmt.Sprintf("u%03d", u), realm, "sip:203.0.113.1:1", start))
+		}
+	}
+	at := start
+	change := func(i int, event string) hub.Observed {
+		r := &regs[i%len(regs)]
+		seqs[r.Realm]++
+		at = at.Add(100 * time.Microsecond)
+		switch event {
+		case hub.EventUpdated:
+			r.Proxy = "sip:203.0.113.1:" + strconv.Itoa(i+2)
+		case hub.EventRefreshed:
+			r.ExpiryTime += 1000
+		}
+		return hub.Observed{Epoch: "bench", Seq: seqs[r.Realm], Event: event, Time: at, Reg: *r}
+	}
+	write := func(batch []hub.Observed) {
+		if err := h.write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	batch := make([]hub.Observed, 0, batchLen)
+	for i := range regs {
+		if batch = append(batch, change(i, hub.EventRegistered)); len(batch) == batchLen {
+			write(batch)
+			batch = batch[:0]
+		}
+	}
+	if _, err := db.pool.Exec(ctx, `VACUUM ANALYZE registration_sessions`); err != nil {
+		b.Fatal(err)
+	}
+	cpu0, err := pgCPU(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wal0 int64
+	if err := db.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'`).Scan(&wal0); err != nil {
+		b.Fatal(err)
+	}
+	rows0 := h.Metrics.Rows.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		event := hub.EventRefreshed
+		if i%newOne == 0 {
+			event = hub.EventUpdated
+		}
+		if batch = append(batch, change(i, event)); len(batch) == batchLen || i == b.N-1 {
+			write(batch)
+			batch = batch[:0]
+		}
+	}
+	b.StopTimer()
+	cpu1, err := pgCPU(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wal1 int64
+	if err := db.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'`).Scan(&wal1); err != nil {
+		b.Fatal(err)
+	}
+	var pgMs float64
+	for pid, t1 := range cpu1 {
+		pgMs += (t1 - cpu0[pid]) * 1000 // a process started since counts whole
+	}
+	n := float64(b.N)
+	b.ReportMetric(pgMs/n*1000, "pg-cpu-ms/1k-changes")
+	b.ReportMetric(float64(h.Metrics.Rows.Load()-rows0)/n, "rows/change")
+	b.ReportMetric(float64(wal1-wal0)/n, "wal-B/change")
+}
+
+// pgCPU returns the CPU seconds (user+system) so far of every process of
+// the server db is connected to (its backends and background workers), by
+// pid.
+func pgCPU(ctx context.Context, db *DB) (map[int]float64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT pid FROM pg_stat_activity`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cpu := map[int]float64{}
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			return nil, err
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL's processes must run on this machine: %w", err)
+		}
+		// Fields after the command (which may hold spaces), from field 3.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		cpu[pid] = (ut + st) / 100 // USER_HZ
+	}
+	return cpu, rows.Err()
+}

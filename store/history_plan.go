@@ -1,0 +1,345 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/presencehub/presencehub/hub"
+)
+
+// The writer decides in Go, not in SQL, what each change does to the
+// stored sessions. It is the only writer (the lease holder in cluster
+// mode), so it keeps every open session in memory (sessKey → openSess,
+// loaded from registration_sessions_open at reconcile and after any
+// failure) and turns a batch of changes into exactly the rows to write:
+// one UPDATE of the touched stored sessions (refreshes of a session in the
+// batch added up; a close moves the row to its day's partition) and one
+// INSERT of the new sessions (a session opened and closed inside the batch
+// goes straight to its day's partition), each a single statement over
+// arrays. Before, every change queued three guarded statements, each
+// planned and run against every daily partition.
+//
+// Idempotency by (epoch, realm, seq) stays: a change at or below the
+// (epoch, seq) last applied to the user's open session is skipped in Go;
+// the UPDATE still requires the session to be open with the id, and the
+// INSERT skips a session some writer already opened for the same change
+// (the (realm, start_epoch, start_seq) index, in the partitions the
+// session can have ended in). When the stored sessions are not what the
+// memory says (another writer wrote around a lease handover), the batch is
+// rolled back, the memory reloaded and the batch planned again.
+
+// sessKey identifies a user's open session.
+type sessKey struct{ realm, user string }
+
+// openSess is what the writer keeps of a stored open session: enough to
+// decide whether a change continues it or replaces it, and to skip a
+// change already applied.
+type openSess struct {
+	id                       int64
+	contact, proxy, protocol string
+	epoch                    string
+	seq                      int64
+}
+
+// planSess is a session written by the batch being planned: a stored open
+// session (id > 0) that the batch updates, or a new one (id 0).
+type planSess struct {
+	key                      sessKey
+	id                       int64
+	contact, proxy, protocol string
+	epoch                    string // the last change applied
+	seq                      int64
+	touched                  bool
+
+	refreshes        int32     // added to the stored count
+	lastRefresh      time.Time // zero: unchanged
+	cont             bool      // expires and flags below replace the stored ones
+	expires          time.Time // zero: NULL
+	app, queue, user int16
+	ended            time.Time // zero: still open
+	reason           string
+
+	started    time.Time // new sessions
+	startEpoch string
+	startSeq   int64
+}
+
+// historyPlan is a batch turned into rows.
+type historyPlan struct {
+	pend     map[sessKey]*planSess // the user's open session after the changes so far; nil: none
+	touched  []*planSess
+	skipped  int
+	minStart time.Time // earliest start of a new session
+}
+
+func (p *historyPlan) reset() {
+	clear(p.pend)
+	clear(p.touched)
+	p.touched = p.touched[:0]
+	p.skipped = 0
+	p.minStart = time.Time{}
+}
+
+// current returns the user's open session as the batch left it so far.
+func (h *History) current(p *historyPlan, k sessKey) *planSess {
+	if s, ok := p.pend[k]; ok {
+		return s
+	}
+	o := h.open[k]
+	if o == nil {
+		return nil
+	}
+	s := &planSess{key: k, id: o.id, contact: o.contact, proxy: o.proxy, protocol: o.protocol, epoch: o.epoch, seq: o.seq}
+	p.pend[k] = s
+	return s
+}
+
+func (p *historyPlan) touch(s *planSess, epoch string, seq int64) {
+	if !s.touched {
+		s.touched = true
+		p.touched = append(p.touched, s)
+	}
+	s.epoch, s.seq = epoch, seq
+}
+
+// planChange adds one change to the plan.
+func (h *History) planChange(p *historyPlan, o *hub.Observed) {
+	r := &o.Reg
+	switch o.Event {
+	case hub.EventUnregistered, hub.EventExpired:
+		k := sessKey{r.Realm, r.User}
+		s := h.current(p, k)
+		if s == nil {
+			return
+		}
+		if s.epoch == o.Epoch && s.seq >= int64(o.Seq) {
+			p.skipped++
+			return
+		}
+		p.touch(s, o.Epoch, int64(o.Seq))
+		s.ended, s.reason = o.Time, o.Event
+		p.pend[k] = nil
+		return
+	}
+	refresh := int32(0)
+	if o.Event == hub.EventRefreshed {
+		refresh = 1
+	}
+	h.planActive(p, r, o.Epoch, int64(o.Seq), o.Time, o.Time, refresh)
+}
+
+// planActive makes r's session the user's open one, as of the change
+// (epoch, seq) at at: the open session continues when it has r's binding,
+// else it is closed as replaced and a session starting at start opened.
+func (h *History) planActive(p *historyPlan, r *hub.Registration, epoch string, seq int64, at, start time.Time, refresh int32) {
+	k := sessKey{r.Realm, r.User}
+	s := h.current(p, k)
+	if s != nil && s.epoch == epoch && s.seq >= seq {
+		p.skipped++
+		return
+	}
+	var expires time.Time
+	if r.ExpiryTime > 0 {
+		expires = time.UnixMilli(r.ExpiryTime)
+	}
+	if s != nil && (s.contact != r.Contact || s.proxy != r.Proxy || s.protocol != r.Protocol) {
+		p.touch(s, epoch, seq)
+		s.ended, s.reason = at, EndReplaced
+		s = nil
+	}
+	if s != nil {
+		p.touch(s, epoch, seq)
+		s.refreshes += refresh
+		if refresh > 0 {
+			s.lastRefresh = at
+		}
+		s.cont, s.expires = true, expires
+		s.app, s.queue, s.user = int16(r.AllowDirectApp), int16(r.AllowDirectQueue), int16(r.AllowDirectUser)
+		return
+	}
+	// A new session starts with no refreshes, whatever the change.
+	s = &planSess{key: k, contact: r.Contact, proxy: r.Proxy, protocol: r.Protocol,
+		cont: true, expires: expires, app: int16(r.AllowDirectApp), queue: int16(r.AllowDirectQueue), user: int16(r.AllowDirectUser),
+		started: start, startEpoch: epoch, startSeq: seq}
+	p.touch(s, epoch, seq)
+	p.pend[k] = s
+	if p.minStart.IsZero() || start.Before(p.minStart) {
+		p.minStart = start
+	}
+}
+
+const (
+	// sqlUpdateSessions applies the batch to stored open sessions, by id
+	// (found through the (realm, user_name) index of the open partition).
+	sqlUpdateSessions = `UPDATE registration_sessions s SET
+		refreshes = s.refreshes + u.refreshes,
+		last_refresh = COALESCE(u.last_refresh, s.last_refresh),
+		expires_at = CASE WHEN u.cont THEN u.expires_at ELSE s.expires_at END,
+		allow_direct_app_calling = CASE WHEN u.cont THEN u.app ELSE s.allow_direct_app_calling END,
+		allow_direct_queue_calling = CASE WHEN u.cont THEN u.queue ELSE s.allow_direct_queue_calling END,
+		allow_direct_user_calling = CASE WHEN u.cont THEN u.usr ELSE s.allow_direct_user_calling END,
+		ended_at = COALESCE(u.ended_at, s.ended_at), end_reason = COALESCE(u.end_reason, s.end_reason),
+		last_epoch = u.epoch, last_seq = u.seq
+	FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::bool[], $7::timestamptz[],
+		$8::smallint[], $9::smallint[], $10::smallint[], $11::timestamptz[], $12::text[], $13::text[], $14::bigint[])
+		AS u(id, realm, user_name, refreshes, last_refresh, cont, expires_at, app, queue, usr, ended_at, end_reason, epoch, seq)
+	WHERE s.ended_at = 'infinity' AND s.realm = u.realm AND s.user_name = u.user_name AND s.id = u.id`
+	// sqlInsertSessions writes the batch's new sessions, with the account
+	// holding each realm now, unless a writer already opened the session
+	// for the same change: such a session ended (if it did) no earlier than
+	// it started, so only the partitions from $17 (the day before the
+	// earliest start) are searched.
+	sqlInsertSessions = `INSERT INTO registration_sessions (realm, account_sid, user_name, contact, proxy, protocol,
+			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling,
+			started_at, ended_at, end_reason, refreshes, last_refresh, expires_at, start_epoch, start_seq, last_epoch, last_seq)
+		SELECT u.realm, a.account_sid, u.user_name, u.contact, u.proxy, u.protocol, u.app, u.queue, u.usr,
+			u.started_at, COALESCE(u.ended_at, 'infinity'), u.end_reason, u.refreshes, u.last_refresh, u.expires_at,
+			u.start_epoch, u.start_seq, u.epoch, u.seq
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[], $7::smallint[], $8::smallint[],
+			$9::timestamptz[], $10::timestamptz[], $11::text[], $12::int[], $13::timestamptz[], $14::timestamptz[],
+			$15::text[], $16::bigint[], $18::text[], $19::bigint[])
+			AS u(realm, user_name, contact, proxy, protocol, app, queue, usr, started_at, ended_at, end_reason, refreshes,
+				last_refresh, expires_at, start_epoch, start_seq, epoch, seq)
+		LEFT JOIN accounts a ON a.sip_realm = u.realm
+		WHERE NOT EXISTS (SELECT 1 FROM registration_sessions o WHERE o.ended_at >= $17::timestamptz
+			AND o.realm = u.realm AND o.start_epoch = u.start_epoch AND o.start_seq = u.start_seq)
+		RETURNING id, realm, user_name, ended_at = 'infinity'`
+)
+
+// errHistoryStale says the stored open sessions are not what the writer
+// remembers: the batch was rolled back and is planned again after a reload.
+var errHistoryStale = errors.New("registration history: stored open sessions differ from the writer's memory")
+
+func tsArg(t time.Time) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()} }
+func textArg(s string) pgtype.Text         { return pgtype.Text{String: s, Valid: s != ""} }
+
+// execPlan writes a plan in tx and returns the rows written, the ids of
+// the new sessions still open, and whether a new session was skipped as
+// already written (the memory must then be reloaded).
+func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan) (rows int64, opened map[sessKey]int64, skippedNew bool, err error) {
+	var (
+		uID                             []int64
+		uRealm, uUser, uEpoch           []string
+		uRefr                           []int32
+		uLast, uExp, uEnd               []pgtype.Timestamptz
+		uCont                           []bool
+		uApp, uQueue, uUsr              []int16
+		uReason                         []pgtype.Text
+		uSeq                            []int64
+		nRealm, nUser, nContact, nProxy []string
+		nProtocol, nStartEpoch, nEpoch  []string
+		nApp, nQueue, nUsr              []int16
+		nStart, nEnd, nLast, nExp       []pgtype.Timestamptz
+		nReason                         []pgtype.Text
+		nRefr                           []int32
+		nStartSeq, nSeq                 []int64
+	)
+	for _, s := range p.touched {
+		if s.id > 0 {
+			uID = append(uID, s.id)
+			uRealm, uUser = append(uRealm, s.key.realm), append(uUser, s.key.user)
+			uRefr, uLast = append(uRefr, s.refreshes), append(uLast, tsArg(s.lastRefresh))
+			uCont, uExp = append(uCont, s.cont), append(uExp, tsArg(s.expires))
+			uApp, uQueue, uUsr = append(uApp, s.app), append(uQueue, s.queue), append(uUsr, s.user)
+			uEnd, uReason = append(uEnd, tsArg(s.ended)), append(uReason, textArg(s.reason))
+			uEpoch, uSeq = append(uEpoch, s.epoch), append(uSeq, s.seq)
+			continue
+		}
+		nRealm, nUser = append(nRealm, s.key.realm), append(nUser, s.key.user)
+		nContact, nProxy, nProtocol = append(nContact, s.contact), append(nProxy, s.proxy), append(nProtocol, s.protocol)
+		nApp, nQueue, nUsr = append(nApp, s.app), append(nQueue, s.queue), append(nUsr, s.user)
+		nStart, nEnd, nReason = append(nStart, tsArg(s.started)), append(nEnd, tsArg(s.ended)), append(nReason, textArg(s.reason))
+		nRefr, nLast, nExp = append(nRefr, s.refreshes), append(nLast, tsArg(s.lastRefresh)), append(nExp, tsArg(s.expires))
+		nStartEpoch, nStartSeq = append(nStartEpoch, s.startEpoch), append(nStartSeq, s.startSeq)
+		nEpoch, nSeq = append(nEpoch, s.epoch), append(nSeq, s.seq)
+	}
+	if len(uID) > 0 {
+		tag, err := tx.Exec(ctx, sqlUpdateSessions, uID, uRealm, uUser, uRefr, uLast, uCont, uExp, uApp, uQueue, uUsr, uEnd, uReason, uEpoch, uSeq)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		if tag.RowsAffected() != int64(len(uID)) {
+			return 0, nil, false, errHistoryStale
+		}
+		rows += tag.RowsAffected()
+	}
+	if len(nRealm) == 0 {
+		return rows, nil, false, nil
+	}
+	since := dayStart(p.minStart).AddDate(0, 0, -1)
+	res, err := tx.Query(ctx, sqlInsertSessions, nRealm, nUser, nContact, nProxy, nProtocol, nApp, nQueue, nUsr,
+		nStart, nEnd, nReason, nRefr, nLast, nExp, nStartEpoch, nStartSeq, since, nEpoch, nSeq)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	opened = map[sessKey]int64{}
+	var n int64
+	for res.Next() {
+		var id int64
+		var k sessKey
+		var open bool
+		if err := res.Scan(&id, &k.realm, &k.user, &open); err != nil {
+			res.Close()
+			return 0, nil, false, err
+		}
+		n++
+		if open {
+			opened[k] = id
+		}
+	}
+	if err := res.Err(); err != nil {
+		return 0, nil, false, err
+	}
+	return rows + n, opened, n != int64(len(nRealm)), nil
+}
+
+// commitPlan makes the memory what the committed plan wrote.
+func (h *History) commitPlan(p *historyPlan, opened map[sessKey]int64) {
+	for k, s := range p.pend {
+		if s == nil {
+			delete(h.open, k)
+			continue
+		}
+		if !s.touched {
+			continue
+		}
+		id := s.id
+		if id == 0 {
+			if id = opened[k]; id == 0 {
+				continue // not written: the memory is reloaded
+			}
+		}
+		h.open[k] = &openSess{id: id, contact: s.contact, proxy: s.proxy, protocol: s.protocol, epoch: s.epoch, seq: s.seq}
+	}
+}
+
+// loadOpen reads the stored open sessions into memory.
+func loadOpen(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) (map[sessKey]*openSess, error) {
+	rows, err := q.Query(ctx, `SELECT id, realm, user_name, contact, proxy, protocol, last_epoch, last_seq FROM registration_sessions_open`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	open := map[sessKey]*openSess{}
+	epochs := map[string]string{} // one copy of each epoch
+	for rows.Next() {
+		var k sessKey
+		s := &openSess{}
+		if err := rows.Scan(&s.id, &k.realm, &k.user, &s.contact, &s.proxy, &s.protocol, &s.epoch, &s.seq); err != nil {
+			return nil, err
+		}
+		if e, ok := epochs[s.epoch]; ok {
+			s.epoch = e
+		} else {
+			epochs[s.epoch] = s.epoch
+		}
+		open[k] = s
+	}
+	return open, rows.Err()
+}
