@@ -362,3 +362,74 @@ func equalStrings(a, b []string) bool {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestHistoryWriters writes changes through two writers in turn, as around
+// a lease handover in cluster mode: each writer keeps the open sessions in
+// memory, and what the other stored in between is found (the batch is
+// planned again) or skipped as already written, never written twice.
+func TestHistoryWriters(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	acct := mustAccount(t, db, mustSP(t, db, "sp"), "acct", "example.com")
+	now := time.Now().Truncate(time.Millisecond)
+	a := sipReg("alice", "example.com", "sip:203.0.113.1:4000", now)
+	b := a
+	b.Proxy = "sip:203.0.113.1:4001"
+	c := a
+	c.Proxy = "sip:203.0.113.1:4002"
+	ch := func(seq uint64, event string, r hub.Registration) hub.Observed {
+		return hub.Observed{Epoch: "e1", Seq: seq, Event: event, Time: now.Add(time.Duration(seq) * time.Second), Reg: r}
+	}
+	for _, tc := range []struct {
+		name  string
+		first []hub.Observed // by the first writer, then by the second
+		then  []hub.Observed // by the second writer, then by the first
+		want  []sessionWant
+	}{{
+		name:  "the other writer replaced the session",
+		first: []hub.Observed{ch(1, hub.EventRegistered, a)},
+		then:  []hub.Observed{ch(2, hub.EventUpdated, b), ch(3, hub.EventRefreshed, b)},
+		want: []sessionWant{
+			{name: "alice", proxy: b.Proxy, open: true, refreshes: 1},
+			{name: "alice", proxy: a.Proxy, reason: EndReplaced},
+		},
+	}, {
+		name:  "the other writer closed the session",
+		first: []hub.Observed{ch(1, hub.EventRegistered, a), ch(2, hub.EventRefreshed, a)},
+		then:  []hub.Observed{ch(3, hub.EventUnregistered, a), ch(4, hub.EventRegistered, c)},
+		want: []sessionWant{
+			{name: "alice", proxy: c.Proxy, open: true},
+			{name: "alice", proxy: a.Proxy, reason: EndUnregistered, refreshes: 1},
+		},
+	}, {
+		name:  "sessions opened and closed inside a batch",
+		first: []hub.Observed{ch(1, hub.EventRegistered, a), ch(2, hub.EventUpdated, b), ch(3, hub.EventExpired, b)},
+		then:  []hub.Observed{ch(4, hub.EventRegistered, c), ch(5, hub.EventRefreshed, c), ch(6, hub.EventRefreshed, c)},
+		want: []sessionWant{
+			{name: "alice", proxy: c.Proxy, open: true, refreshes: 2},
+			{name: "alice", proxy: b.Proxy, reason: EndExpired},
+			{name: "alice", proxy: a.Proxy, reason: EndReplaced},
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sqlExec(t, db, `DELETE FROM registration_sessions`)
+			h1 := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return now }})
+			h2 := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return now }})
+			// Each writer writes each batch, in the order of a handover and
+			// back: every batch reaches PostgreSQL twice.
+			for i, step := range []struct {
+				h     *History
+				batch []hub.Observed
+			}{{h1, tc.first}, {h2, tc.first}, {h2, tc.then}, {h1, tc.first}, {h1, tc.then}, {h2, tc.then}} {
+				if err := step.h.write(ctx, step.batch); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			got, _, err := db.RegistrationHistory(ctx, acct.SID, HistoryQuery{Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSessions(t, "after both writers", got, tc.want)
+		})
+	}
+}
