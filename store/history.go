@@ -301,37 +301,6 @@ func (h *History) collect(ctx context.Context, batch []hub.Observed, until time.
 	return batch
 }
 
-// The statements that apply one change to the open session of its user.
-// Each is guarded by the session's last applied change, so a change applied
-// twice (a replay, or a change already covered by a reconciliation) has no
-// effect: $3/$4 are the change's epoch and seq.
-const (
-	// Close the open session when the binding differs ($5 contact, $6
-	// proxy, $7 protocol) at $8 as replaced.
-	sqlReplace = `UPDATE registration_sessions SET ended_at = $8, end_reason = 'replaced', last_epoch = $3, last_seq = $4
-		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
-		AND NOT (last_epoch = $3 AND last_seq >= $4)
-		AND (contact, proxy, protocol) IS DISTINCT FROM ($5::text, $6::text, $7::text)`
-	// Continue the open session with the same binding: $5 is 1 for a
-	// refresh, $6 its time, $7 the expiry, $8–$10 the flags.
-	sqlContinue = `UPDATE registration_sessions SET refreshes = refreshes + $5::int,
-		last_refresh = CASE WHEN $5::int = 1 THEN $6::timestamptz ELSE last_refresh END, expires_at = $7::timestamptz,
-		allow_direct_app_calling = $8, allow_direct_queue_calling = $9, allow_direct_user_calling = $10,
-		last_epoch = $3, last_seq = $4
-		WHERE ended_at = 'infinity' AND realm = $1 AND user_name = $2
-		AND NOT (last_epoch = $3 AND last_seq >= $4)`
-	// Open a session ($5 contact, $6 proxy, $7 protocol, $8 start, $9
-	// expiry, $10–$12 flags) unless one is open or this change already
-	// opened one.
-	sqlOpen = `INSERT INTO registration_sessions (realm, account_sid, user_name, contact, proxy, protocol,
-			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling,
-			started_at, expires_at, start_epoch, start_seq, last_epoch, last_seq)
-		SELECT $1::text, (SELECT account_sid FROM accounts WHERE sip_realm = $1::text), $2::text, $5::text, $6::text, $7::text,
-			$10::smallint, $11::smallint, $12::smallint, $8::timestamptz, $9::timestamptz, $3::text, $4::bigint, $3::text, $4::bigint
-		WHERE NOT EXISTS (SELECT 1 FROM registration_sessions_open WHERE realm = $1::text AND user_name = $2::text)
-		AND NOT EXISTS (SELECT 1 FROM registration_sessions WHERE realm = $1::text AND start_epoch = $3::text AND start_seq = $4::bigint)`
-)
-
 // write applies a batch in one transaction: the changes are planned in Go
 // against the open sessions in memory (see history_plan.go) and written as
 // one UPDATE and one INSERT. When the stored sessions turn out not to be
@@ -376,7 +345,7 @@ func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
 	var reload bool
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
 		var err error
-		rows, opened, reload, err = execPlan(ctx, tx, p)
+		rows, opened, reload, err = execPlan(ctx, tx, p, true)
 		return err
 	})
 	if err != nil {
@@ -395,21 +364,6 @@ func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
 	return nil
 }
 
-// queueActive queues the three statements that make r's open session the
-// current one: replace a different binding, continue the same one, or open
-// a new one starting at start.
-func queueActive(b *pgx.Batch, r *hub.Registration, epoch string, seq int64, at, start time.Time, refresh int) {
-	var expires any
-	if r.ExpiryTime > 0 {
-		expires = time.UnixMilli(r.ExpiryTime)
-	}
-	b.Queue(sqlReplace, r.Realm, r.User, epoch, seq, r.Contact, r.Proxy, r.Protocol, at)
-	b.Queue(sqlContinue, r.Realm, r.User, epoch, seq, refresh, at, expires,
-		r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser)
-	b.Queue(sqlOpen, r.Realm, r.User, epoch, seq, r.Contact, r.Proxy, r.Protocol, start, expires,
-		r.AllowDirectApp, r.AllowDirectQueue, r.AllowDirectUser)
-}
-
 // reconcile makes the stored open sessions match the hub: every registered
 // user has an open session with its binding (continued, or opened at the
 // time the hub has it registered since), every other open session is closed
@@ -425,13 +379,24 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 	var open map[sessKey]*openSess
 	h.open = nil
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
-		// The statements go in batches of historyReconcileChunk users: one
-		// batch of them all held every statement and its arguments at
-		// once (3 GiB for 500,000 registrations). One transaction still.
-		b := &pgx.Batch{}
-		send := func() error {
-			err := tx.SendBatch(ctx, b).Close()
-			b = &pgx.Batch{}
+		// The hub's users are planned against the stored open sessions
+		// (read in this transaction) like changes, and written in chunks
+		// of historyReconcileChunk users: a few statements each, with
+		// bounded arguments. One transaction still.
+		var err error
+		if h.open, err = loadOpen(ctx, tx); err != nil {
+			return err
+		}
+		p := &h.plan
+		p.reset()
+		flush := func() error {
+			// No insert guard: the memory was read in this transaction, and
+			// every new session of a realm has the same (epoch, seq).
+			_, opened, _, err := execPlan(ctx, tx, p, false)
+			if err == nil {
+				h.commitPlan(p, opened)
+			}
+			p.reset()
 			return err
 		}
 		for _, realm := range pres.Realms() {
@@ -445,16 +410,20 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 				}
 				reg := hub.Registration{User: u.Name, Realm: realm, Contact: u.Contact, Protocol: u.Protocol, Proxy: u.Proxy,
 					AllowDirectApp: flagBit(u.Flags.App), AllowDirectQueue: flagBit(u.Flags.Queue), AllowDirectUser: flagBit(u.Flags.User), ExpiryTime: u.ExpiryTime}
-				queueActive(b, &reg, epoch, seq, now, start, 0)
+				h.planActive(p, &reg, epoch, seq, now, start, 0)
 				realms = append(realms, realm)
 				users = append(users, u.Name)
-				if b.Len() >= 3*historyReconcileChunk {
-					if err := send(); err != nil {
+				if len(p.touched) >= historyReconcileChunk {
+					if err := flush(); err != nil {
 						return err
 					}
 				}
 			}
 		}
+		if err := flush(); err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
 		// Sessions that ended before the retention would land in no partition:
 		// they are past keeping anyway.
 		b.Queue(`DELETE FROM registration_sessions_open o
@@ -465,14 +434,14 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		WHERE s.ended_at = 'infinity'
 		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
 			realms, users, now, epoch)
-		if err := send(); err != nil {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		var err error
 		open, err = loadOpen(ctx, tx)
 		return err
 	})
 	if err != nil {
+		h.open = nil
 		return err
 	}
 	h.open = open
@@ -481,8 +450,8 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 	return nil
 }
 
-// historyReconcileChunk is how many users' statements a reconcile sends
-// in one batch.
+// historyReconcileChunk is how many users' sessions a reconcile writes in
+// one UPDATE and one INSERT.
 const historyReconcileChunk = 2000
 
 func flagBit(b bool) int {

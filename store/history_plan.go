@@ -192,7 +192,7 @@ const (
 	// holding each realm now, unless a writer already opened the session
 	// for the same change: such a session ended (if it did) no earlier than
 	// it started, so only the partitions from $17 (the day before the
-	// earliest start) are searched.
+	// earliest start) are searched. $20 false skips the check (reconcile).
 	sqlInsertSessions = `INSERT INTO registration_sessions (realm, account_sid, user_name, contact, proxy, protocol,
 			allow_direct_app_calling, allow_direct_queue_calling, allow_direct_user_calling,
 			started_at, ended_at, end_reason, refreshes, last_refresh, expires_at, start_epoch, start_seq, last_epoch, last_seq)
@@ -205,7 +205,7 @@ const (
 			AS u(realm, user_name, contact, proxy, protocol, app, queue, usr, started_at, ended_at, end_reason, refreshes,
 				last_refresh, expires_at, start_epoch, start_seq, epoch, seq)
 		LEFT JOIN accounts a ON a.sip_realm = u.realm
-		WHERE NOT EXISTS (SELECT 1 FROM registration_sessions o WHERE o.ended_at >= $17::timestamptz
+		WHERE NOT $20::bool OR NOT EXISTS (SELECT 1 FROM registration_sessions o WHERE o.ended_at >= $17::timestamptz
 			AND o.realm = u.realm AND o.start_epoch = u.start_epoch AND o.start_seq = u.start_seq)
 		RETURNING id, realm, user_name, ended_at = 'infinity'`
 )
@@ -220,7 +220,7 @@ func textArg(s string) pgtype.Text         { return pgtype.Text{String: s, Valid
 // execPlan writes a plan in tx and returns the rows written, the ids of
 // the new sessions still open, and whether a new session was skipped as
 // already written (the memory must then be reloaded).
-func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan) (rows int64, opened map[sessKey]int64, skippedNew bool, err error) {
+func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows int64, opened map[sessKey]int64, skippedNew bool, err error) {
 	var (
 		uID                             []int64
 		uRealm, uUser, uEpoch           []string
@@ -272,7 +272,7 @@ func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan) (rows int64, opene
 	}
 	since := dayStart(p.minStart).AddDate(0, 0, -1)
 	res, err := tx.Query(ctx, sqlInsertSessions, nRealm, nUser, nContact, nProxy, nProtocol, nApp, nQueue, nUsr,
-		nStart, nEnd, nReason, nRefr, nLast, nExp, nStartEpoch, nStartSeq, since, nEpoch, nSeq)
+		nStart, nEnd, nReason, nRefr, nLast, nExp, nStartEpoch, nStartSeq, since, nEpoch, nSeq, guard)
 	if err != nil {
 		return 0, nil, false, err
 	}

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -432,4 +434,29 @@ func TestHistoryWriters(t *testing.T) {
 			checkSessions(t, "after both writers", got, tc.want)
 		})
 	}
+}
+
+// TestHistoryReconcileOpensEverySession starts the writer on a hub that
+// already has several users of one realm registered and nothing stored:
+// the reconciliation opens a session for each of them (they share the
+// realm's seq, which must not make the first one hide the others).
+func TestHistoryReconcileOpensEverySession(t *testing.T) {
+	db, _ := openTestDB(t)
+	ctx := context.Background()
+	acct := mustAccount(t, db, mustSP(t, db, "sp"), "acct", "example.com")
+	clk := &testClock{t: time.Now().Truncate(time.Millisecond)}
+	var initial []hub.Registration
+	var want []sessionWant
+	for _, name := range []string{"carol", "bob", "alice"} {
+		r := sipReg(name, "example.com", "sip:203.0.113.1:4000", clk.Now())
+		initial = append(initial, r)
+		want = append(want, sessionWant{name: name, proxy: r.Proxy, open: true})
+	}
+	startHistory(t, db, clk, HistoryOptions{Linger: time.Millisecond}, initial...)
+	got, _, err := db.RegistrationHistory(ctx, acct.SID, HistoryQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b Session) int { return strings.Compare(b.Name, a.Name) })
+	checkSessions(t, "after the first reconciliation", got, want)
 }
