@@ -85,7 +85,7 @@ type History struct {
 	run  int64           // this run's row in registration_history_runs (0: none yet); Run's goroutine only
 	// open is every stored open session, as the writer remembers it (nil:
 	// to be loaded), and plan the batch being written; Run's goroutine only.
-	open map[sessKey]*openSess
+	open map[sessKey]openSess
 	plan historyPlan
 
 	Metrics HistoryMetrics
@@ -354,7 +354,7 @@ func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
 		}
 		return err
 	}
-	h.commitPlan(p, opened)
+	commitPlan(p, opened, h.open)
 	if reload {
 		h.open = nil // a new session was already stored: read what is
 	}
@@ -376,7 +376,9 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		return err
 	}
 	var realms, users []string
-	var open map[sessKey]*openSess
+	// The open sessions after the reconciliation: those of the registered
+	// users, keyed by the hub's strings (shared with its snapshot).
+	var open map[sessKey]openSess
 	h.open = nil
 	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
 		// The hub's users are planned against the stored open sessions
@@ -387,6 +389,7 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		if h.open, err = loadOpen(ctx, tx); err != nil {
 			return err
 		}
+		open = make(map[sessKey]openSess, len(h.open))
 		p := &h.plan
 		p.reset()
 		flush := func() error {
@@ -394,7 +397,7 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 			// every new session of a realm has the same (epoch, seq).
 			_, opened, _, err := execPlan(ctx, tx, p, false)
 			if err == nil {
-				h.commitPlan(p, opened)
+				commitPlan(p, opened, open)
 			}
 			p.reset()
 			return err
@@ -434,11 +437,7 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 		WHERE s.ended_at = 'infinity'
 		AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS l(realm, user_name) WHERE l.realm = s.realm AND l.user_name = s.user_name)`,
 			realms, users, now, epoch)
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-		open, err = loadOpen(ctx, tx)
-		return err
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		h.open = nil

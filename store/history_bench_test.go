@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,4 +170,118 @@ func pgCPU(ctx context.Context, db *DB) (map[int]float64, error) {
 		cpu[pid] = (ut + st) / 100 // USER_HZ
 	}
 	return cpu, rows.Err()
+}
+
+// benchPresence is a HistoryPresence of fixed users.
+type benchPresence struct {
+	realms []string
+	users  map[string][]hub.UserView
+	seq    uint64 // advanced by every reconciliation, as changes would
+}
+
+func (p *benchPresence) Ready() bool      { return true }
+func (p *benchPresence) Epoch() string    { return "bench" }
+func (p *benchPresence) Realms() []string { return p.realms }
+func (p *benchPresence) Stats(realm string) hub.Stats {
+	return hub.Stats{Epoch: "bench", Seq: 1_000_000}
+}
+func (p *benchPresence) Users(realm string) []hub.UserView {
+	return p.users[realm]
+}
+
+// BenchmarkHistoryReconcile reconciles 20,000 registered users (100
+// accounts of 200) whose sessions are all stored open and continue (the
+// hub's seq advanced since): what the writer does at every restart, and
+// after a gap. It reports PostgreSQL's CPU per
+// 1,000 users, and the writer's memory per open session it keeps (heap
+// after a GC with and without them).
+//
+//	go test ./store -run '^$' -bench HistoryReconcile -benchtime 3x -benchmem
+func BenchmarkHistoryReconcile(b *testing.B) {
+	const realms, perRealm = 100, 200
+	ctx := context.Background()
+	db, err := Open(ctx, storetest.NewDatabase(b), Options{Keys: Keys{Current: testKey}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	sp, err := db.CreateServiceProvider(ctx, ServiceProvider{Name: "sp"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	h := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return now }})
+	pres := &benchPresence{users: map[string][]hub.UserView{}}
+	var batch []hub.Observed
+	for r := range realms {
+		realm := fmt.Sprintf("r%03d.example.com", r)
+		if _, err := db.CreateAccount(ctx, Account{Name: realm, ServiceProviderSID: sp.SID, SIPRealm: realm}); err != nil {
+			b.Fatal(err)
+		}
+		pres.realms = append(pres.realms, realm)
+		for u := range perRealm {
+			reg := sipReg(fmt.Sprintf("u%03d", u), realm, "sip:203.0.113.1:1", now)
+			pres.users[realm] = append(pres.users[realm], hub.UserView{Name: reg.User, Contact: reg.Contact, Protocol: reg.Protocol,
+				Proxy: reg.Proxy, ExpiryTime: reg.ExpiryTime, Since: now, EventTime: now, LastEvent: hub.EventRegistered})
+			batch = append(batch, hub.Observed{Epoch: "seed", Seq: uint64(u + 1), Event: hub.EventRegistered, Time: now, Reg: reg})
+		}
+		if err := h.write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	if _, err := db.pool.Exec(ctx, `VACUUM ANALYZE registration_sessions`); err != nil {
+		b.Fatal(err)
+	}
+	cpu0, err := pgCPU(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		pres.seq += 1000
+		if err := h.reconcile(ctx, pres); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cpu1, err := pgCPU(ctx, db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pgMs float64
+	for pid, t1 := range cpu1 {
+		pgMs += (t1 - cpu0[pid]) * 1000
+	}
+	b.ReportMetric(pgMs/float64(b.N*realms*perRealm)*1000, "pg-cpu-ms/1k-users")
+	var open, closed int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE ended_at = 'infinity'), count(*) FILTER (WHERE ended_at <> 'infinity') FROM registration_sessions`).Scan(&open, &closed); err != nil {
+		b.Fatal(err)
+	}
+	if open != realms*perRealm || closed != 0 {
+		b.Fatalf("after the reconciliations: %d open and %d closed sessions, want %d and 0", open, closed, realms*perRealm)
+	}
+	// The hub's snapshot stays: the strings the writer shares with it are
+	// not the writer's.
+	b.ReportMetric(heapPerOpenSession(h), "heap-B/open-session")
+	runtime.KeepAlive(pres)
+}
+
+// heapPerOpenSession is the heap the writer's memory of the open sessions
+// takes, per session.
+func heapPerOpenSession(h *History) float64 {
+	var with, without runtime.MemStats
+	n := len(h.open)
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&with)
+	h.open = nil
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&without)
+	return float64(int64(with.HeapAlloc)-int64(without.HeapAlloc)) / float64(n)
 }

@@ -89,8 +89,8 @@ func (h *History) current(p *historyPlan, k sessKey) *planSess {
 	if s, ok := p.pend[k]; ok {
 		return s
 	}
-	o := h.open[k]
-	if o == nil {
+	o, ok := h.open[k]
+	if !ok {
 		return nil
 	}
 	s := &planSess{key: k, id: o.id, contact: o.contact, proxy: o.proxy, protocol: o.protocol, epoch: o.epoch, seq: o.seq}
@@ -138,6 +138,11 @@ func (h *History) planChange(p *historyPlan, o *hub.Observed) {
 func (h *History) planActive(p *historyPlan, r *hub.Registration, epoch string, seq int64, at, start time.Time, refresh int32) {
 	k := sessKey{r.Realm, r.User}
 	s := h.current(p, k)
+	if s != nil && s.contact == r.Contact && s.proxy == r.Proxy && s.protocol == r.Protocol {
+		// The same binding: keep the hub's copies of the strings (shared
+		// with its snapshot) rather than those read from PostgreSQL.
+		s.contact, s.proxy, s.protocol = r.Contact, r.Proxy, r.Protocol
+	}
 	if s != nil && s.epoch == epoch && s.seq >= seq {
 		p.skipped++
 		return
@@ -297,14 +302,12 @@ func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows 
 	return rows + n, opened, n != int64(len(nRealm)), nil
 }
 
-// commitPlan makes the memory what the committed plan wrote.
-func (h *History) commitPlan(p *historyPlan, opened map[sessKey]int64) {
+// commitPlan makes dst (the memory) what the committed plan wrote: every
+// user the plan looked at gets its open session, or none.
+func commitPlan(p *historyPlan, opened map[sessKey]int64, dst map[sessKey]openSess) {
 	for k, s := range p.pend {
 		if s == nil {
-			delete(h.open, k)
-			continue
-		}
-		if !s.touched {
+			delete(dst, k)
 			continue
 		}
 		id := s.id
@@ -313,24 +316,24 @@ func (h *History) commitPlan(p *historyPlan, opened map[sessKey]int64) {
 				continue // not written: the memory is reloaded
 			}
 		}
-		h.open[k] = &openSess{id: id, contact: s.contact, proxy: s.proxy, protocol: s.protocol, epoch: s.epoch, seq: s.seq}
+		dst[k] = openSess{id: id, contact: s.contact, proxy: s.proxy, protocol: s.protocol, epoch: s.epoch, seq: s.seq}
 	}
 }
 
 // loadOpen reads the stored open sessions into memory.
 func loadOpen(ctx context.Context, q interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}) (map[sessKey]*openSess, error) {
+}) (map[sessKey]openSess, error) {
 	rows, err := q.Query(ctx, `SELECT id, realm, user_name, contact, proxy, protocol, last_epoch, last_seq FROM registration_sessions_open`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	open := map[sessKey]*openSess{}
+	open := map[sessKey]openSess{}
 	epochs := map[string]string{} // one copy of each epoch
 	for rows.Next() {
 		var k sessKey
-		s := &openSess{}
+		var s openSess
 		if err := rows.Scan(&s.id, &k.realm, &k.user, &s.contact, &s.proxy, &s.protocol, &s.epoch, &s.seq); err != nil {
 			return nil, err
 		}
