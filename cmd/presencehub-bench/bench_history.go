@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/presencehub/presencehub/cmd/internal/benchkit"
@@ -33,7 +35,10 @@ const benchHistoryHelp = `The registration history's cost. Two parts:
    case. Both servers see every change. Per run: each server's subscribers' p99 (Redis write → frame) and
    the server's CPU over the window, and the ratios on/off; PostgreSQL rows
    written per change (presencehub_history_rows_total ÷
-   presencehub_history_changes_total of the window).
+   presencehub_history_changes_total of the window), and, when PostgreSQL
+   runs on this machine, its CPU per 1,000 changes recorded (utime+stime of
+   its processes, from pg_stat_activity's pids and /proc, from the window's
+   start until the writer has caught up).
    Target: p99 and CPU within 10% (ratio ≤ 1.10).
 
 2. Query times on bulk-loaded history: an account with --sessions sessions
@@ -143,7 +148,16 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 		b.onCleanup(func(context.Context) { closeSubscribers(c) })
 	}
 	var p99s, cpus [2]benchkit.Spread
-	var p99Ratio, cpuRatio, rowsPerChange, written benchkit.Spread
+	var p99Ratio, cpuRatio, rowsPerChange, written, pgPer1k benchkit.Spread
+	pg, err := localPostgres(ctx, *b.c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+	} else {
+		b.logf("PostgreSQL is not on this machine: its CPU is not measured")
+	}
 	var next atomic.Int64
 	for run := 1; run <= *b.runs; run++ {
 		perAcct := make([]atomic.Int64, len(accts))
@@ -151,6 +165,7 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 		w.reset(conns[1])
 		m := [2]*cpuMeter{b.meter(ctx, off), b.meter(ctx, on)}
 		var rows0, changes0 float64
+		var pg0 map[int]time.Duration
 		var from time.Time
 		until, err := driveWrites(ctx, rate, warm, dur, writers, func(f time.Time) {
 			from = f
@@ -161,6 +176,9 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 		}, func() {
 			rows0, _ = b.metric(ctx, on, "presencehub_history_rows_total")
 			changes0, _ = b.metric(ctx, on, "presencehub_history_changes_total")
+			if pg != nil {
+				pg0, _ = postgresCPU(ctx, pg)
+			}
 			m[0].start()
 			m[1].start()
 		})
@@ -204,6 +222,18 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 		if dc > 0 {
 			rowsPerChange = append(rowsPerChange, (rows1-rows0)/dc)
 		}
+		if pg != nil && pg0 != nil && dc > 0 {
+			// From the window's start until the writer caught up: what
+			// PostgreSQL spent on the changes it recorded (and on the two
+			// servers' few other queries).
+			if pg1, err := postgresCPU(ctx, pg); err == nil {
+				var spent time.Duration
+				for pid, t := range pg1 {
+					spent += t - pg0[pid] // a process started since counts whole
+				}
+				pgPer1k = append(pgPer1k, benchkit.Millis(spent)/dc*1000)
+			}
+		}
 		written = append(written, dc/max(writes, 1))
 		p99Ratio = append(p99Ratio, p99[1]/p99[0])
 		cpuRatio = append(cpuRatio, m[1].Server/max(m[0].Server, 1e-9))
@@ -219,6 +249,9 @@ func (b *bench) historyCompare(ctx context.Context, off, on *benchServer, subs, 
 	b.add(name+" history on: server CPU", cpus[1].Format(benchkit.FmtCores), "", nil)
 	b.add(name+" CPU on ÷ off", cpuRatio.Format(ratio), "≤ 1.10×", benchkit.BoolPtr(cpuRatio.Median() <= 1.10))
 	b.add(name+" PostgreSQL rows written per change", rowsPerChange.Format(func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }), "", nil)
+	if len(pgPer1k) > 0 {
+		b.add(name+" PostgreSQL CPU per 1,000 changes recorded", pgPer1k.Format(benchkit.FmtMs), "", nil)
+	}
 	b.add(name+" changes recorded ÷ changes written to Redis", written.Format(func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }), "", nil)
 	b.add(fmt.Sprintf("setup: %d subscribers per server over %d accounts of %d users, %v per run", len(conns[0]), naccts, users, dur), fmt.Sprintf("%d runs", *b.runs), "", nil)
 	return nil
@@ -396,4 +429,44 @@ func summarizePlan(plan string) string {
 		s += "; executed in " + m[1] + " ms"
 	}
 	return s
+}
+
+// localPostgres opens a pool on the PostgreSQL at url when it runs on this
+// machine (a loopback or unix-socket address), so that its processes' CPU
+// can be read from /proc; nil when it does not.
+func localPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	host := cfg.ConnConfig.Host
+	if ip := net.ParseIP(host); host != "localhost" && !strings.HasPrefix(host, "/") && (ip == nil || !ip.IsLoopback()) {
+		return nil, nil
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return pool, nil
+}
+
+// postgresCPU returns the CPU (user+system) so far of each process of the
+// PostgreSQL server (its backends and background workers), by pid.
+func postgresCPU(ctx context.Context, pool *pgxpool.Pool) (map[int]time.Duration, error) {
+	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity`)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, err
+	}
+	cpu := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		if t, err := benchkit.ProcCPU(int(pid)); err == nil {
+			cpu[int(pid)] = t
+		}
+	}
+	return cpu, nil
 }
