@@ -81,8 +81,9 @@ type History struct {
 	dropped   atomic.Uint64 // since the last recorded gap
 	firstDrop atomic.Int64  // unix ms of the first drop since the last gap
 
-	days map[string]bool // daily partitions known to exist; Run's goroutine only
-	run  int64           // this run's row in registration_history_runs (0: none yet); Run's goroutine only
+	days    map[string]bool // daily partitions known to exist; Run's goroutine only
+	lastDay time.Time       // the day of days last found or made (zero: none)
+	run     int64           // this run's row in registration_history_runs (0: none yet); Run's goroutine only
 	// open is every stored open session, as the writer remembers it (nil:
 	// to be loaded), and plan the batch being written; Run's goroutine only.
 	open map[sessKey]openSess

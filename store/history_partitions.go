@@ -29,8 +29,12 @@ func (h *History) cutoff(now time.Time) time.Time {
 // ensureDay creates the partition of t's day if it is not known to exist.
 func (h *History) ensureDay(ctx context.Context, t time.Time) error {
 	day := dayStart(t)
+	if day.Equal(h.lastDay) {
+		return nil // the day of the last change, known to exist
+	}
 	name := partitionName(day)
 	if h.days[name] {
+		h.lastDay = day
 		return nil
 	}
 	_, err := h.db.pool.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s PARTITION OF registration_sessions FOR VALUES FROM ('%s') TO ('%s')`,
@@ -43,6 +47,7 @@ func (h *History) ensureDay(ctx context.Context, t time.Time) error {
 		return fmt.Errorf("create partition %s: %w", name, err)
 	}
 	h.days[name] = true
+	h.lastDay = day
 	return nil
 }
 
@@ -76,6 +81,7 @@ func (h *History) maintain(ctx context.Context, now time.Time) error {
 			return fmt.Errorf("drop partition %s: %w", name, err)
 		}
 		delete(h.days, name)
+		h.lastDay = time.Time{}
 		h.log.Info("registration history: dropped partition past the retention", "partition", name)
 	}
 	if _, err = h.db.pool.Exec(ctx, `DELETE FROM registration_history_gaps WHERE to_ts < $1`, cutoff); err != nil {

@@ -74,6 +74,24 @@ type historyPlan struct {
 	touched  []*planSess
 	skipped  int
 	minStart time.Time // earliest start of a new session
+	args     planArgs
+	opened   map[sessKey]int64 // ids of the new sessions still open, by execPlan
+	slab     [][]planSess      // planSess storage, reused between batches
+	used     int               // planSess handed out of slab since reset
+}
+
+const planSlab = 256
+
+// newSess returns a zeroed planSess from the plan's storage.
+func (p *historyPlan) newSess() *planSess {
+	c, i := p.used/planSlab, p.used%planSlab
+	if c == len(p.slab) {
+		p.slab = append(p.slab, make([]planSess, planSlab))
+	}
+	p.used++
+	s := &p.slab[c][i]
+	*s = planSess{}
+	return s
 }
 
 func (p *historyPlan) reset() {
@@ -82,6 +100,10 @@ func (p *historyPlan) reset() {
 	p.touched = p.touched[:0]
 	p.skipped = 0
 	p.minStart = time.Time{}
+	for c := range p.slab[:(p.used+planSlab-1)/planSlab] {
+		clear(p.slab[c]) // drop the strings of the last batch
+	}
+	p.used = 0
 }
 
 // current returns the user's open session as the batch left it so far.
@@ -93,7 +115,8 @@ func (h *History) current(p *historyPlan, k sessKey) *planSess {
 	if !ok {
 		return nil
 	}
-	s := &planSess{key: k, id: o.id, contact: o.contact, proxy: o.proxy, protocol: o.protocol, epoch: o.epoch, seq: o.seq}
+	s := p.newSess()
+	*s = planSess{key: k, id: o.id, contact: o.contact, proxy: o.proxy, protocol: o.protocol, epoch: o.epoch, seq: o.seq}
 	p.pend[k] = s
 	return s
 }
@@ -167,7 +190,8 @@ func (h *History) planActive(p *historyPlan, r *hub.Registration, epoch string, 
 		return
 	}
 	// A new session starts with no refreshes, whatever the change.
-	s = &planSess{key: k, contact: r.Contact, proxy: r.Proxy, protocol: r.Protocol,
+	s = p.newSess()
+	*s = planSess{key: k, contact: r.Contact, proxy: r.Proxy, protocol: r.Protocol,
 		cont: true, expires: expires, app: int16(r.AllowDirectApp), queue: int16(r.AllowDirectQueue), user: int16(r.AllowDirectUser),
 		started: start, startEpoch: epoch, startSeq: seq}
 	p.touch(s, epoch, seq)
@@ -215,6 +239,78 @@ const (
 		RETURNING id, realm, user_name, ended_at = 'infinity'`
 )
 
+// planArgs are the array arguments of a plan's statements, kept between
+// batches so that their backing arrays are reused.
+type planArgs struct {
+	uID         []int64
+	uRealm      []string
+	uUser       []string
+	uEpoch      []string
+	uRefr       []int32
+	uLast       []pgtype.Timestamptz
+	uExp        []pgtype.Timestamptz
+	uEnd        []pgtype.Timestamptz
+	uCont       []bool
+	uApp        []int16
+	uQueue      []int16
+	uUsr        []int16
+	uReason     []pgtype.Text
+	uSeq        []int64
+	nRealm      []string
+	nUser       []string
+	nContact    []string
+	nProxy      []string
+	nProtocol   []string
+	nStartEpoch []string
+	nEpoch      []string
+	nApp        []int16
+	nQueue      []int16
+	nUsr        []int16
+	nStart      []pgtype.Timestamptz
+	nEnd        []pgtype.Timestamptz
+	nLast       []pgtype.Timestamptz
+	nExp        []pgtype.Timestamptz
+	nReason     []pgtype.Text
+	nRefr       []int32
+	nStartSeq   []int64
+	nSeq        []int64
+}
+
+func (a *planArgs) reset() {
+	a.uID = a.uID[:0]
+	a.uRealm = a.uRealm[:0]
+	a.uUser = a.uUser[:0]
+	a.uEpoch = a.uEpoch[:0]
+	a.uRefr = a.uRefr[:0]
+	a.uLast = a.uLast[:0]
+	a.uExp = a.uExp[:0]
+	a.uEnd = a.uEnd[:0]
+	a.uCont = a.uCont[:0]
+	a.uApp = a.uApp[:0]
+	a.uQueue = a.uQueue[:0]
+	a.uUsr = a.uUsr[:0]
+	a.uReason = a.uReason[:0]
+	a.uSeq = a.uSeq[:0]
+	a.nRealm = a.nRealm[:0]
+	a.nUser = a.nUser[:0]
+	a.nContact = a.nContact[:0]
+	a.nProxy = a.nProxy[:0]
+	a.nProtocol = a.nProtocol[:0]
+	a.nStartEpoch = a.nStartEpoch[:0]
+	a.nEpoch = a.nEpoch[:0]
+	a.nApp = a.nApp[:0]
+	a.nQueue = a.nQueue[:0]
+	a.nUsr = a.nUsr[:0]
+	a.nStart = a.nStart[:0]
+	a.nEnd = a.nEnd[:0]
+	a.nLast = a.nLast[:0]
+	a.nExp = a.nExp[:0]
+	a.nReason = a.nReason[:0]
+	a.nRefr = a.nRefr[:0]
+	a.nStartSeq = a.nStartSeq[:0]
+	a.nSeq = a.nSeq[:0]
+}
+
 // errHistoryStale says the stored open sessions are not what the writer
 // remembers: the batch was rolled back and is planned again after a reload.
 var errHistoryStale = errors.New("registration history: stored open sessions differ from the writer's memory")
@@ -226,62 +322,51 @@ func textArg(s string) pgtype.Text         { return pgtype.Text{String: s, Valid
 // the new sessions still open, and whether a new session was skipped as
 // already written (the memory must then be reloaded).
 func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows int64, opened map[sessKey]int64, skippedNew bool, err error) {
-	var (
-		uID                             []int64
-		uRealm, uUser, uEpoch           []string
-		uRefr                           []int32
-		uLast, uExp, uEnd               []pgtype.Timestamptz
-		uCont                           []bool
-		uApp, uQueue, uUsr              []int16
-		uReason                         []pgtype.Text
-		uSeq                            []int64
-		nRealm, nUser, nContact, nProxy []string
-		nProtocol, nStartEpoch, nEpoch  []string
-		nApp, nQueue, nUsr              []int16
-		nStart, nEnd, nLast, nExp       []pgtype.Timestamptz
-		nReason                         []pgtype.Text
-		nRefr                           []int32
-		nStartSeq, nSeq                 []int64
-	)
+	a := &p.args
+	a.reset()
 	for _, s := range p.touched {
 		if s.id > 0 {
-			uID = append(uID, s.id)
-			uRealm, uUser = append(uRealm, s.key.realm), append(uUser, s.key.user)
-			uRefr, uLast = append(uRefr, s.refreshes), append(uLast, tsArg(s.lastRefresh))
-			uCont, uExp = append(uCont, s.cont), append(uExp, tsArg(s.expires))
-			uApp, uQueue, uUsr = append(uApp, s.app), append(uQueue, s.queue), append(uUsr, s.user)
-			uEnd, uReason = append(uEnd, tsArg(s.ended)), append(uReason, textArg(s.reason))
-			uEpoch, uSeq = append(uEpoch, s.epoch), append(uSeq, s.seq)
+			a.uID = append(a.uID, s.id)
+			a.uRealm, a.uUser = append(a.uRealm, s.key.realm), append(a.uUser, s.key.user)
+			a.uRefr, a.uLast = append(a.uRefr, s.refreshes), append(a.uLast, tsArg(s.lastRefresh))
+			a.uCont, a.uExp = append(a.uCont, s.cont), append(a.uExp, tsArg(s.expires))
+			a.uApp, a.uQueue, a.uUsr = append(a.uApp, s.app), append(a.uQueue, s.queue), append(a.uUsr, s.user)
+			a.uEnd, a.uReason = append(a.uEnd, tsArg(s.ended)), append(a.uReason, textArg(s.reason))
+			a.uEpoch, a.uSeq = append(a.uEpoch, s.epoch), append(a.uSeq, s.seq)
 			continue
 		}
-		nRealm, nUser = append(nRealm, s.key.realm), append(nUser, s.key.user)
-		nContact, nProxy, nProtocol = append(nContact, s.contact), append(nProxy, s.proxy), append(nProtocol, s.protocol)
-		nApp, nQueue, nUsr = append(nApp, s.app), append(nQueue, s.queue), append(nUsr, s.user)
-		nStart, nEnd, nReason = append(nStart, tsArg(s.started)), append(nEnd, tsArg(s.ended)), append(nReason, textArg(s.reason))
-		nRefr, nLast, nExp = append(nRefr, s.refreshes), append(nLast, tsArg(s.lastRefresh)), append(nExp, tsArg(s.expires))
-		nStartEpoch, nStartSeq = append(nStartEpoch, s.startEpoch), append(nStartSeq, s.startSeq)
-		nEpoch, nSeq = append(nEpoch, s.epoch), append(nSeq, s.seq)
+		a.nRealm, a.nUser = append(a.nRealm, s.key.realm), append(a.nUser, s.key.user)
+		a.nContact, a.nProxy, a.nProtocol = append(a.nContact, s.contact), append(a.nProxy, s.proxy), append(a.nProtocol, s.protocol)
+		a.nApp, a.nQueue, a.nUsr = append(a.nApp, s.app), append(a.nQueue, s.queue), append(a.nUsr, s.user)
+		a.nStart, a.nEnd, a.nReason = append(a.nStart, tsArg(s.started)), append(a.nEnd, tsArg(s.ended)), append(a.nReason, textArg(s.reason))
+		a.nRefr, a.nLast, a.nExp = append(a.nRefr, s.refreshes), append(a.nLast, tsArg(s.lastRefresh)), append(a.nExp, tsArg(s.expires))
+		a.nStartEpoch, a.nStartSeq = append(a.nStartEpoch, s.startEpoch), append(a.nStartSeq, s.startSeq)
+		a.nEpoch, a.nSeq = append(a.nEpoch, s.epoch), append(a.nSeq, s.seq)
 	}
-	if len(uID) > 0 {
-		tag, err := tx.Exec(ctx, sqlUpdateSessions, uID, uRealm, uUser, uRefr, uLast, uCont, uExp, uApp, uQueue, uUsr, uEnd, uReason, uEpoch, uSeq)
+	if len(a.uID) > 0 {
+		tag, err := tx.Exec(ctx, sqlUpdateSessions, a.uID, a.uRealm, a.uUser, a.uRefr, a.uLast, a.uCont, a.uExp, a.uApp, a.uQueue, a.uUsr, a.uEnd, a.uReason, a.uEpoch, a.uSeq)
 		if err != nil {
 			return 0, nil, false, err
 		}
-		if tag.RowsAffected() != int64(len(uID)) {
+		if tag.RowsAffected() != int64(len(a.uID)) {
 			return 0, nil, false, errHistoryStale
 		}
 		rows += tag.RowsAffected()
 	}
-	if len(nRealm) == 0 {
+	if len(a.nRealm) == 0 {
 		return rows, nil, false, nil
 	}
 	since := dayStart(p.minStart).AddDate(0, 0, -1)
-	res, err := tx.Query(ctx, sqlInsertSessions, nRealm, nUser, nContact, nProxy, nProtocol, nApp, nQueue, nUsr,
-		nStart, nEnd, nReason, nRefr, nLast, nExp, nStartEpoch, nStartSeq, since, nEpoch, nSeq, guard)
+	res, err := tx.Query(ctx, sqlInsertSessions, a.nRealm, a.nUser, a.nContact, a.nProxy, a.nProtocol, a.nApp, a.nQueue, a.nUsr,
+		a.nStart, a.nEnd, a.nReason, a.nRefr, a.nLast, a.nExp, a.nStartEpoch, a.nStartSeq, since, a.nEpoch, a.nSeq, guard)
 	if err != nil {
 		return 0, nil, false, err
 	}
-	opened = map[sessKey]int64{}
+	if p.opened == nil {
+		p.opened = map[sessKey]int64{}
+	}
+	opened = p.opened
+	clear(opened)
 	var n int64
 	for res.Next() {
 		var id int64
@@ -299,7 +384,7 @@ func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows 
 	if err := res.Err(); err != nil {
 		return 0, nil, false, err
 	}
-	return rows + n, opened, n != int64(len(nRealm)), nil
+	return rows + n, opened, n != int64(len(a.nRealm)), nil
 }
 
 // commitPlan makes dst (the memory) what the committed plan wrote: every
