@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ import (
 //     figure that decides whether PostgreSQL shares the 2 cores with the hub;
 //   - rows/change: rows inserted or updated, as the writer counts them;
 //   - wal-B/change: WAL written per change (pg_current_wal_lsn);
+//   - go-cpu-ms/1k-changes: the CPU of this process (the writer, pgx) per
+//     1,000 changes, what the server spends on the history;
 //   - the writer's own Go allocations per change (-benchmem).
 //
 // new-binding is bench stream's and bench history's shape, the writer's
@@ -117,6 +120,7 @@ func benchHistoryWrite(b *testing.B, newOne, batchLen int) {
 		b.Fatal(err)
 	}
 	rows0 := h.Metrics.Rows.Load()
+	self0 := selfCPU()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -130,6 +134,7 @@ func benchHistoryWrite(b *testing.B, newOne, batchLen int) {
 		}
 	}
 	b.StopTimer()
+	self1 := selfCPU()
 	cpu1, err := pgCPU(ctx, db)
 	if err != nil {
 		b.Fatal(err)
@@ -145,6 +150,7 @@ func benchHistoryWrite(b *testing.B, newOne, batchLen int) {
 	n := float64(b.N)
 	b.ReportMetric(pgMs/n*1000, "pg-cpu-ms/1k-changes")
 	b.ReportMetric(float64(h.Metrics.Rows.Load()-rows0)/n, "rows/change")
+	b.ReportMetric((self1-self0).Seconds()*1000/n*1000, "go-cpu-ms/1k-changes")
 	b.ReportMetric(float64(wal1-wal0)/n, "wal-B/change")
 }
 
@@ -288,4 +294,11 @@ func heapPerOpenSession(h *History) float64 {
 	runtime.GC()
 	runtime.ReadMemStats(&without)
 	return float64(int64(with.HeapAlloc)-int64(without.HeapAlloc)) / float64(n)
+}
+
+// selfCPU returns the CPU (user+system) this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
