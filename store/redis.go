@@ -135,7 +135,8 @@ type RedisMetrics struct {
 
 // Tuning of the watch.
 const (
-	redisReadBatch       = 500              // keys per GET+PTTL pipeline
+	redisReadBatch       = 500              // keys per MGET (a load) or GET+PTTL pipeline (a load's retries)
+	redisNotifiedBatch   = 4096             // notified keys per GET+PTTL pipeline, at most
 	redisScanCount       = 250              // SCAN COUNT
 	redisFreeAfter       = 10000            // keys read by a load after which memory is returned to the OS
 	redisHealthEvery     = 30 * time.Second // pub/sub silence before a PING
@@ -746,29 +747,90 @@ func (s *RedisSource) receive(ctx context.Context, fail context.CancelCauseFunc,
 	}
 }
 
-// drain re-reads the pending keys in batches and hands the updates to the
-// sink, in order.
+// drain re-reads the pending keys and hands the updates to the sink, in
+// order, until none is pending. Keys notified while the sink applies a batch
+// are read from Redis meanwhile, up to redisNotifiedBatch of them, and the
+// sink then gets them in one call: when the hub falls behind (a saturated
+// machine, where each round trip also waits for the scheduler), the batches
+// grow instead of the lag, and a key is read soon after its notification
+// rather than after the hub has caught up (when a later write of the same
+// user would have replaced it).
 func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) error {
-	for ctx.Err() == nil {
-		keys := p.take(redisReadBatch)
+	type batch struct {
+		states []keyState
+		err    error
+	}
+	// At most one read is in flight, and it has ended before drain
+	// returns: readKeys keeps the malformed-key log, which the session's
+	// resync keeps too.
+	var reading chan batch
+	read := func(max int) {
+		keys := p.take(max)
 		if len(keys) == 0 {
-			return nil
+			return
 		}
-		states, err := s.readKeys(ctx, keys)
-		if err != nil {
-			return err
+		ch := make(chan batch, 1)
+		reading = ch
+		go func() {
+			st, err := s.readKeys(ctx, keys)
+			ch <- batch{st, err}
+		}()
+	}
+	var ready []hub.Update // read, in order, not yet applied
+	got := func(b batch) error {
+		reading = nil
+		if b.err != nil {
+			return b.err
 		}
-		updates := make([]hub.Update, 0, len(states))
-		for _, st := range states {
+		for _, st := range b.states {
 			if st.aor != "" {
-				updates = append(updates, hub.Update{AOR: st.aor, Reg: st.reg})
+				ready = append(ready, hub.Update{AOR: st.aor, Reg: st.reg})
 			}
 		}
-		if len(updates) > 0 {
+		return nil
+	}
+	for {
+		if reading == nil && len(ready) < redisNotifiedBatch {
+			read(redisNotifiedBatch - len(ready))
+		}
+		if reading == nil && len(ready) == 0 {
+			return nil
+		}
+		if reading != nil {
+			if err := got(<-reading); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if len(ready) == 0 {
+			continue
+		}
+		applied := make(chan struct{})
+		go func(updates []hub.Update) {
+			defer close(applied)
 			sink.Update(updates...)
+		}(ready)
+		ready = nil
+		// Meanwhile, read what is notified.
+	applying:
+		for {
+			if reading == nil && len(ready) < redisNotifiedBatch {
+				read(redisNotifiedBatch - len(ready))
+			}
+			select {
+			case <-applied:
+				break applying
+			case b := <-reading: // nil (blocks) when no read is in flight
+				if err := got(b); err != nil {
+					<-applied
+					return err
+				}
+			case <-p.wake:
+			}
 		}
 	}
-	return context.Cause(ctx)
 }
 
 // resync reads every registration (see loadAll) and hands them to

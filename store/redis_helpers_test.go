@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,11 @@ type fakeSink struct {
 	resyncs [][]hub.Registration
 	updates []hub.Update
 	state   map[string]hub.Registration // "user@realm" -> registration
+
+	// gate, when set, holds every Update after the first resync until the
+	// test sends on it (or closes it); waiting counts the held calls.
+	gate    chan struct{}
+	waiting atomic.Int32
 }
 
 func newFakeSink() *fakeSink { return &fakeSink{state: make(map[string]hub.Registration)} }
@@ -37,6 +43,11 @@ func (f *fakeSink) Resync(regs []hub.Registration) {
 }
 
 func (f *fakeSink) Update(updates ...hub.Update) {
+	if f.gate != nil {
+		f.waiting.Add(1)
+		<-f.gate
+		f.waiting.Add(-1)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, u := range updates {
@@ -142,6 +153,12 @@ type watched struct {
 // The test fails if Watch returns an error when stopped.
 func watch(t *testing.T, srv *storetest.RedisServer, opts store.RedisOptions) *watched {
 	t.Helper()
+	return watchInto(t, srv, opts, newFakeSink())
+}
+
+// watchInto is watch with the sink given.
+func watchInto(t *testing.T, srv *storetest.RedisServer, opts store.RedisOptions, sink *fakeSink) *watched {
+	t.Helper()
 	logs := &logRecorder{}
 	if opts.URL == "" {
 		opts.URL = srv.URL
@@ -153,7 +170,6 @@ func watch(t *testing.T, srv *storetest.RedisServer, opts store.RedisOptions) *w
 	if err != nil {
 		t.Fatalf("NewRedisSource: %v", err)
 	}
-	sink := newFakeSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- src.Watch(ctx, sink) }()

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,64 @@ func TestRedisNotificationsBecomeUpdates(t *testing.T) {
 	}
 	if m := w.src.Metrics(); m.Notifications < 3 {
 		t.Errorf("Notifications = %d, want at least set, expire and del", m.Notifications)
+	}
+}
+
+// While the sink applies one batch of notified keys, the next is read from
+// Redis, and the updates still reach the sink in the order of the writes.
+func TestRedisReadsNextBatchWhileSinkApplies(t *testing.T) {
+	t.Parallel()
+	srv := storetest.StartRedis(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	sink := newFakeSink()
+	sink.gate = make(chan struct{})
+	w := watchInto(t, srv, store.RedisOptions{}, sink)
+	t.Cleanup(func() { close(sink.gate) }) // before watch's cleanup stops Watch
+	w.waitResyncs(t, 1)
+
+	register := func(user, contact string) {
+		t.Helper()
+		if _, err := store.RegisterAsSBC(ctx, rdb, user, "example.com", store.SBCRecord{Contact: contact}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("first", "sip:first@v1")
+	waitFor(t, 10*time.Second, "the first update to reach the sink and wait there", func() bool {
+		return sink.waiting.Load() == 1
+	}, w.describe)
+	before := w.src.Metrics().Reads
+
+	const more = 50
+	for i := range more {
+		register(fmt.Sprintf("u%02d", i), "sip:v1")
+	}
+	register("first", "sip:first@v2")
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d keys read while the sink still applies the first batch", more+1), func() bool {
+		return w.src.Metrics().Reads >= before+more+1
+	}, func() string {
+		return fmt.Sprintf("keys read since the sink blocked: %d; updates waiting in the sink: %d", w.src.Metrics().Reads-before, sink.waiting.Load())
+	})
+	if n := sink.waiting.Load(); n != 1 {
+		t.Fatalf("%d updates wait in the sink, want 1 (the first batch's; the second must wait for it)", n)
+	}
+
+	sink.gate <- struct{}{} // the first batch
+	sink.gate <- struct{}{} // the second, read meanwhile
+	go func() {             // anything after (a late notification)
+		for range sink.gate {
+		}
+	}()
+	w.waitState(t, "every key", append([]string{"first@example.com"}, func() []string {
+		var out []string
+		for i := range more {
+			out = append(out, fmt.Sprintf("u%02d@example.com", i))
+		}
+		return out
+	}()...)...)
+	ups := sink.updatesFor("first@example.com")
+	if got := ups[len(ups)-1].Reg; got == nil || got.Contact != "sip:first@v2" {
+		t.Errorf("last update of first@example.com is %+v, want the second write (contact sip:first@v2)", got)
 	}
 }
 
