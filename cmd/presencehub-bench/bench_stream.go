@@ -73,6 +73,7 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	writers := fs.Int("writers", 4, "goroutines writing to Redis (each millisecond's writes go as one pipeline)")
 	hostileFlag := fs.Bool("hostile", false, "measure each run twice: as it is, then with one hostile key attacking during the window (a socket that never reads sends 300 subscribes of 8,000-name watchlists; 2,000 random bearer tokens, 50 at a time); reports the others' p99 against the quiet run and the server's RSS growth. The attacker is a process of its own (the bench runs itself as presencehub-bench hostile-attack), on the same machine")
 	hostileInProcess := fs.Bool("hostile-in-process", false, "with --hostile: attack from inside the bench process, which also runs the measured subscribers (its frames, requests and garbage then delay the measurement itself; for comparison)")
+	fill := fs.Int("fill-history", -1, "changes per account written before the subscribers connect, so that the server's websocket resume history (serve --history, 1,024 per account by default) is full from the start, as on a server that has run for a while, and does not grow during the measured windows; -1: 1,024 with --hostile (whose RSS growth the history's own growth would blur), 0 otherwise")
 	floor := fs.Bool("floor", true, "after each run, run bench floor (in a process of its own) at the frame rate the subscribers received, over as many connections, for as long; report the server's CPU per delivered frame against the floor writer's CPU per message, the in-run reference")
 	clock := fs.String("clock", "client", `where a write's time comes from: "client", the load generator's clock before it sends the write, or "redis", Redis's own clock as it executes the write (leaves out the generator's own delays before the write)`)
 	if err := fs.ParseArgs(args); err != nil {
@@ -120,6 +121,14 @@ func benchStream(ctx context.Context, args []string, getenv func(string) string,
 	}
 	if err := b.registerAll(ctx, pool, 10*time.Minute); err != nil {
 		return err
+	}
+	if *fill < 0 && *hostileFlag {
+		*fill = 1024
+	}
+	if *fill > 0 {
+		if err := b.fillHistory(ctx, srv, pool, *users, *fill, 10*time.Minute); err != nil {
+			return err
+		}
 	}
 	w := &streamWindow{}
 	b.logf("connecting %d subscribers", *subs)

@@ -31,12 +31,18 @@ type benchAOR struct{ user, realm string }
 // them at the end of the benchmark.
 func (b *bench) registerAll(ctx context.Context, aors []benchAOR, expires time.Duration) error {
 	b.onCleanup(func(ctx context.Context) { _ = b.unregisterAll(ctx, aors) })
+	return b.writeAll(ctx, aors, expires, 0)
+}
+
+// writeAll writes every registration of aors as an SBC does; the i-th gets
+// the binding of benchRecord(…, offset+i, …).
+func (b *bench) writeAll(ctx context.Context, aors []benchAOR, expires time.Duration, offset int) error {
 	const chunk = 1000
 	for start := 0; start < len(aors); start += chunk {
 		part := aors[start:min(start+chunk, len(aors))]
 		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, a := range part {
-				if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, start+i, ""), expires); err != nil {
+				if _, err := store.RegisterAsSBC(ctx, p, a.user, a.realm, benchRecord(a.user, offset+start+i, ""), expires); err != nil {
 					return err
 				}
 			}
@@ -93,5 +99,61 @@ func (b *bench) writePool(ctx context.Context, pool []benchAOR, poolAcct []int, 
 			perAcct[poolAcct[(first+i)%len(pool)]].Add(1)
 		}
 	}
+	return nil
+}
+
+// fillHistory rewrites every registration of pool with a new binding until
+// each account has had at least perAccount changes (usersPerAccount per
+// round), keeping the server within one round of the writes, and waits until
+// it has seen them: afterwards its per-account resume history is full, as on
+// a server that has run for a while, and does not grow in what is measured
+// next.
+func (b *bench) fillHistory(ctx context.Context, srv *benchServer, pool []benchAOR, usersPerAccount, perAccount int, expires time.Duration) error {
+	rounds := (perAccount + usersPerAccount - 1) / usersPerAccount
+	b.logf("filling the server's resume history: %d rounds of %d writes (%d changes per account)", rounds, len(pool), rounds*usersPerAccount)
+	start := time.Now()
+	changes0, err := b.metric(ctx, srv, "presencehub_changes_total")
+	if err != nil {
+		return fmt.Errorf("fill the resume history: %w", err)
+	}
+	// seen waits until the server has emitted want changes since the
+	// start, or has emitted none for 3 s (a key rewritten before the server
+	// read it counts once).
+	seen := func(want float64) error {
+		last, lastAt := -1.0, time.Now()
+		for {
+			n, err := b.metric(ctx, srv, "presencehub_changes_total")
+			if err != nil {
+				return fmt.Errorf("fill the resume history: %w", err)
+			}
+			if n-changes0 >= want {
+				return nil
+			}
+			if n != last {
+				last, lastAt = n, time.Now()
+			} else if time.Since(lastAt) > 3*time.Second {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		if err := b.writeAll(ctx, pool, expires, r*len(pool)); err != nil {
+			return fmt.Errorf("fill the resume history: %w", err)
+		}
+		if err := seen(float64((r - 1) * len(pool))); err != nil {
+			return err
+		}
+	}
+	if err := seen(float64(rounds * len(pool))); err != nil {
+		return err
+	}
+	n, _ := b.metric(ctx, srv, "presencehub_changes_total")
+	b.logf("filled the resume history in %.1f s: %d writes, %.0f changes seen by the server; server RSS now %.0f MiB",
+		time.Since(start).Seconds(), rounds*len(pool), n-changes0, float64(srv.rss())/(1<<20))
 	return nil
 }
