@@ -123,3 +123,38 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkReadKeys reads back 500 notified keys the way the watch loop
+// does (one pipeline of GET and PTTL each); its allocs/op divided by 500 is
+// the read-back's allocations per change.
+func BenchmarkReadKeys(b *testing.B) {
+	srv := storetest.StartRedis(b)
+	rdb := srv.Client(b)
+	ctx := context.Background()
+	const n = 500
+	keys := make([]string, n)
+	for i := range keys {
+		user := fmt.Sprintf("u%07d", i)
+		rec := SBCRecord{Contact: "sip:" + user + "@10.0.0.1:40000;transport=ws", SBCAddress: "192.0.2.10:8443", PrivateSBCAddress: "10.0.0.10:5060", Protocol: "wss"}
+		if _, err := RegisterAsSBC(ctx, rdb, user, "r0001.bench.invalid", rec, 2*time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = "user:" + user + "@r0001.bench.invalid"
+	}
+	src, err := NewRedisSource(RedisOptions{URL: srv.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		st, err := src.readKeys(ctx, keys)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st[n-1].reg == nil {
+			b.Fatal("last key read back as absent")
+		}
+	}
+}
