@@ -450,9 +450,27 @@ func (sc *streamConn) serve() {
 		if err != nil {
 			return
 		}
-		sc.handle(ctx, *buf)
+		sc.handleOffStack(ctx, *buf)
 		putFrameBuf(buf)
 	}
+}
+
+// handleOffStack runs sc.handle on a short-lived goroutine and waits for
+// it. The reader's goroutine lives as long as the connection, mostly
+// parked in a read; its stack, once grown, is shrunk by the runtime only
+// when under a quarter of it is in use, which a parked read is not. A
+// subscribe (parse, checks, hub subscription) needs more than 4 KiB of
+// stack, so handled here it left every idle connection holding an 8 KiB
+// stack instead of 4 KiB. Client frames are few (a subscribe bucket per
+// connection), so a goroutine each costs little; frames are still handled
+// one at a time, in order.
+func (sc *streamConn) handleOffStack(ctx context.Context, data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc.handle(ctx, data)
+	}()
+	<-done
 }
 
 // frameBufs holds the buffers client frames are read into. A frame is
