@@ -145,11 +145,14 @@ func remoteIP(r *http.Request) string {
 // Buffer sizes of a stream connection. net/http hands a hijacked
 // connection 4 KiB buffers each way, which coder/websocket keeps for the
 // connection's life: 8 KiB of every idle subscriber. Client frames are small
-// and rare; a change frame is a few hundred bytes and fits the write buffer
-// whole (one write per frame); bigger frames (snapshots) go around it.
+// and rare. Data frames do not go through coder/websocket's write buffer
+// (the flush writes them on the frameConn itself): it carries only control
+// frames (ping, pong, close: at most 2 + 125 bytes unmasked from the
+// server), each of which must fit it whole so that it is one Write on the
+// frameConn (see frameConn).
 const (
 	streamReadBuffer  = 256
-	streamWriteBuffer = 1024
+	streamWriteBuffer = 256
 )
 
 // leanHijacker gives coder/websocket small buffers when it hijacks the
