@@ -85,10 +85,17 @@ func (s *server) handleStream() http.Handler {
 			return
 		}
 		defer s.conns.endUpgrade(ip)
+		// Taken before the credential is checked: a change of keys or
+		// sessions from here until the connection is in s.conns is seen by
+		// no re-check pass, so it is checked again below.
+		authChanged := s.auth.AuthChanged()
 		p, cred, viaCookie, err := s.streamPrincipal(r)
 		if err != nil {
 			fail(w, r, s.log, err)
 			return
+		}
+		if testHookStreamChecked != nil {
+			testHookStreamChecked(p)
 		}
 		key := s.conns.addKeyConn(p.KeySID, s.stream.MaxConnsPerKey, s.stream.KeySubscribeRate, s.stream.KeySubscribeBurst)
 		if key == nil {
@@ -124,8 +131,19 @@ func (s *server) handleStream() http.Handler {
 		// headers and its connection state, which an idle websocket
 		// would otherwise keep for its whole life.
 		go sc.serve()
+		select {
+		case <-authChanged:
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			sc.recheck(ctx, nil)
+		default:
+		}
 	})
 }
+
+// testHookStreamChecked, when set (by tests), runs once an upgrade's
+// credential has been checked.
+var testHookStreamChecked func(store.Principal)
 
 // refuseUpgrade answers an upgrade 429 with a Retry-After.
 func refuseUpgrade(w http.ResponseWriter, message string) {

@@ -472,3 +472,33 @@ func TestStreamLimits(t *testing.T) {
 		t.Errorf("metrics do not count the refusals:\n%s", body)
 	}
 }
+
+// TestStreamKeyDeletedDuringUpgrade: a key deleted after an upgrade's
+// credential is checked but before its connection is among the open ones
+// (which the re-check passes go through) still ends the connection. Not
+// parallel: it sets the package's upgrade hook.
+func TestStreamKeyDeletedDuringUpgrade(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	k, tok, err := f.db.CreateAPIKey(ctx, store.APIKey{AccountSID: f.a1.SID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.SetStreamCheckedHook(func(p store.Principal) {
+		if p.KeySID != k.SID {
+			return
+		}
+		if err := f.db.DeleteAPIKey(ctx, k.SID); err != nil {
+			t.Errorf("delete key: %v", err)
+		}
+	})
+	t.Cleanup(func() { api.SetStreamCheckedHook(nil) })
+	w := f.dialStream(t, bearerHeader(tok))
+	m := w.expect("error", "unauthorized")
+	if m["id"] != "" {
+		t.Errorf("unauthorized frame for id %v, want \"\"", m["id"])
+	}
+	if got := w.closeStatus(); got != 4001 {
+		t.Errorf("closed with %d, want 4001", got)
+	}
+}
