@@ -8,9 +8,10 @@ GO ?= go
 run: build
 	@.ci/run-demo.sh
 
-## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector, then every fuzz target for a few seconds
+## test: every test (unit, real Redis/PostgreSQL, browser) with the race detector, the stack-size test without it, then every fuzz target for a few seconds
 test: deps-test check-generated lint
 	$(GO) test -race -count=1 -timeout 15m -tags browser ./...
+	$(GO) test -count=1 -run 'StackSmall' ./api/  # stack sizes only show without -race (the race run skips it)
 	@$(MAKE) --no-print-directory fuzz-short
 
 ## fuzz: run every Go fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each (go test runs their seed corpora)
