@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/presencehub/presencehub/hub"
-	"github.com/presencehub/presencehub/store/storetest"
 )
 
 // BenchmarkHistoryWrite pushes changes through the history writer into the
@@ -50,18 +49,8 @@ func BenchmarkHistoryWrite(b *testing.B) {
 func benchHistoryWrite(b *testing.B, newOne, batchLen int) {
 	const realms, perRealm = 100, 100
 	ctx := context.Background()
-	db, err := Open(ctx, storetest.NewDatabase(b), Options{Keys: Keys{Current: testKey}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	sp, err := db.CreateServiceProvider(ctx, ServiceProvider{Name: "sp"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	db, _ := openTestDB(b)
+	sp := mustSP(b, db, "sp")
 	start := time.Now().UTC().Truncate(time.Millisecond)
 	if start.Hour() == 23 {
 		start = start.Add(-time.Hour) // every write within the day: one partition, made ahead
@@ -210,18 +199,8 @@ func (p *benchPresence) Users(realm string) []hub.UserView {
 func BenchmarkHistoryReconcile(b *testing.B) {
 	const realms, perRealm = 100, 200
 	ctx := context.Background()
-	db, err := Open(ctx, storetest.NewDatabase(b), Options{Keys: Keys{Current: testKey}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	sp, err := db.CreateServiceProvider(ctx, ServiceProvider{Name: "sp"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	db, _ := openTestDB(b)
+	sp := mustSP(b, db, "sp")
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	h := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return now }})
 	pres := &benchPresence{users: map[string][]hub.UserView{}}

@@ -17,7 +17,7 @@ const testKey = storetest.EncryptionKey
 
 // openTestDB returns a migrated DB on a fresh database, and that
 // database's URL (for a second DB, or raw SQL).
-func openTestDB(t *testing.T) (*DB, string) {
+func openTestDB(t testing.TB) (*DB, string) {
 	t.Helper()
 	url := storetest.NewDatabase(t)
 	db := openDB(t, url, testKey)
@@ -28,7 +28,7 @@ func openTestDB(t *testing.T) (*DB, string) {
 }
 
 // openDB opens another DB on url, closed when the test ends.
-func openDB(t *testing.T, url, key string) *DB {
+func openDB(t testing.TB, url, key string) *DB {
 	t.Helper()
 	db, err := Open(context.Background(), url, Options{Keys: Keys{Current: key}})
 	if err != nil {
@@ -46,7 +46,7 @@ func sqlExec(t *testing.T, db *DB, sql string, args ...any) {
 	}
 }
 
-func mustSP(t *testing.T, db *DB, name string) ServiceProvider {
+func mustSP(t testing.TB, db *DB, name string) ServiceProvider {
 	t.Helper()
 	sp, err := db.CreateServiceProvider(context.Background(), ServiceProvider{Name: name})
 	if err != nil {
