@@ -19,7 +19,6 @@ import (
 	"github.com/presencehub/presencehub/hub"
 	"github.com/presencehub/presencehub/store"
 	"github.com/presencehub/presencehub/web"
-	"golang.org/x/net/netutil"
 )
 
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -257,7 +256,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	ln = netutil.LimitListener(ln, lim.connections())
+	ln = api.LimitListener(ln, lim.connections())
 	srv := lim.server(hsts(*tlsCert != "" || *secureCookies, mux), log)
 	// Shutdown does not see hijacked connections: every websocket gets its
 	// 1001 from the API, subscribed or not.
