@@ -32,6 +32,8 @@ func (s *server) collectors() []prometheus.Collector {
 		counter("presencehub_stream_disconnects_total", "Websocket connections ended, for any reason.", &st.disconnects),
 		counter("presencehub_stream_slow_disconnects_total", "Websocket connections closed because a frame could not be written in time.", &st.slowDisconnects),
 		counter("presencehub_stream_frames_total", "Frames written to websocket clients.", &st.frames),
+		counter("presencehub_stream_pings_total", "Websocket pings sent (heartbeats of connections that had no data acknowledged since the last one).", &st.pings),
+		counter("presencehub_stream_pings_skipped_total", "Heartbeats that sent no ping: data frames were written since the last one and the client's TCP had acknowledged every byte.", &st.pingsSkipped),
 		counter("presencehub_stream_resync_snapshots_total", "Fresh snapshots sent to subscribers that fell behind.", &st.resyncs),
 		counter("presencehub_stream_bad_messages_total", "Client frames answered with an error frame.", &st.badMessages),
 		counter("presencehub_http_rate_limited_total", "Requests answered 429 by a rate limit.", &s.lim.limited),

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -43,6 +44,8 @@ type streamStats struct {
 	disconnects     atomic.Uint64
 	slowDisconnects atomic.Uint64
 	frames          atomic.Uint64
+	pings           atomic.Uint64 // heartbeats that pinged
+	pingsSkipped    atomic.Uint64 // heartbeats that did not: data flowed and was acknowledged
 	resyncs         atomic.Uint64
 	badMessages     atomic.Uint64
 
@@ -399,9 +402,10 @@ type streamConn struct {
 	cred credential
 	key  *keyConns // the key's socket count and subscribe bucket
 
-	writing atomic.Bool // a flush goroutine is running
-	pending atomic.Bool // more was queued while it ran
-	ping    *time.Timer
+	writing  atomic.Bool // a flush goroutine is running
+	pending  atomic.Bool // more was queued while it ran
+	ping     *time.Timer
+	lastBeat atomic.Int64 // unix ns of the last heartbeat (0: none yet)
 
 	// owned by the reader
 	limiter *rate.Limiter // subscribes of this connection; made at the first
@@ -539,7 +543,18 @@ func putFrameBuf(buf *[]byte) {
 // read: it is waited for as long as the client keeps taking our bytes
 // (pongWatch). A client that answers nothing and takes nothing for the
 // write timeout is closed (1008).
+//
+// The ping is skipped when data flowing shows the peer alive (see
+// ackedSince): data frames were written since the last heartbeat and the
+// peer's TCP has acknowledged every byte written to the socket.
 func (sc *streamConn) heartbeat() {
+	since := sc.lastBeat.Swap(time.Now().UnixNano())
+	if sc.ackedSince(since) {
+		sc.s.stats.pingsSkipped.Add(1)
+		sc.rearmPing()
+		return
+	}
+	sc.s.stats.pings.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &pongWatch{fc: sc.fc, timeout: sc.s.stream.WriteTimeout, cancel: cancel, since: time.Now()}
@@ -550,11 +565,71 @@ func (sc *streamConn) heartbeat() {
 		sc.c.Close(websocket.StatusPolicyViolation, "no pong")
 		return
 	}
+	sc.rearmPing()
+}
+
+// rearmPing schedules the next heartbeat, unless the connection is closed.
+func (sc *streamConn) rearmPing() {
 	sc.mu.Lock()
 	if !sc.closed {
 		sc.ping.Reset(sc.s.stream.PingInterval)
 	}
 	sc.mu.Unlock()
+}
+
+// ackedSince reports whether the peer shows itself alive without a ping:
+// data frames were written to the socket after since (the previous
+// heartbeat, unix ns; 0 for the first) and the socket's send queue is
+// empty, so the peer's TCP acknowledged every byte we wrote, those frames
+// included. A ping proves no more than that: the pong, too, is seen as
+// soon as the peer's stack and websocket reader take bytes, and what
+// catches a peer whose application stops reading is the write timeout,
+// not the pong (pongWatch waits for a pong as long as data frames are
+// still taken). The guarantees hold:
+//
+//   - A connection that gets no data frame between two heartbeats is
+//     pinged exactly as before, so an idle dead peer is closed as before.
+//   - A peer host that dies or vanishes acknowledges nothing more: the
+//     next data frame stays in the send queue (the queue is then not
+//     empty) and the heartbeat after it pings, or, if no frame comes, the
+//     heartbeat pings because nothing was written. A dead peer is seen at
+//     most one interval later than with a ping at every heartbeat.
+//   - A peer whose application stops reading still has its kernel
+//     acknowledge what fits in its receive buffer. Once that is full its
+//     window closes, our bytes stay queued (zero-window probes advance
+//     nothing), the heartbeats ping again, and a write that makes no
+//     progress for the write timeout closes the connection (frameConn.send),
+//     as it did before: such a peer never answered the pong earlier either,
+//     and pongWatch kept waiting while the data frames were still taken.
+//   - A write under way (inflight) means bytes wait: ping.
+//
+// When the send queue cannot be read (no file descriptor: TLS, a
+// connection that is not a socket, an error, another OS), the heartbeat
+// pings as before.
+func (sc *streamConn) ackedSince(since int64) bool {
+	fc := sc.fc
+	if fc == nil || fc.inflight.Load() || fc.lastWrite.Load() <= since {
+		return false
+	}
+	sys, ok := fc.Conn.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return false
+	}
+	rc, err := sys.SyscallConn()
+	if err != nil {
+		return false
+	}
+	outq, err := sendQueue(rc)
+	return pingSkippable(fc.lastWrite.Load(), since, fc.inflight.Load(), outq, err)
+}
+
+// pingSkippable is the heartbeat's decision (see ackedSince): data frames
+// were last written at lastWrite, after the previous heartbeat (since), no
+// write is under way, and the send queue holds outq bytes (err: unknown).
+func pingSkippable(lastWrite, since int64, inflight bool, outq int, err error) bool {
+	return err == nil && !inflight && lastWrite > since && outq == 0
 }
 
 // pongWatch ends the wait for a pong (cancel) once the client has taken

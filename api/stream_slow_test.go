@@ -149,3 +149,60 @@ func TestStreamPongTimeout(t *testing.T) {
 		t.Errorf("after the silent client was closed, want the reading one still connected:\n%s", m)
 	}
 }
+
+// metricValue is the value of the metric line name in m (-1: none).
+func metricValue(m, name string) float64 {
+	for _, l := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// TestStreamPingsSkippedWhileDataFlows: the heartbeats of a connection
+// that keeps getting frames, which its client reads (so its TCP
+// acknowledges them), skip their pings (presencehub_stream_pings_skipped_total);
+// an idle connection next to it is still pinged, and stays (it answers).
+// Whether a given heartbeat finds every byte acknowledged depends on when
+// the client's acknowledgment comes, so the test waits for skips to be
+// counted rather than expecting every heartbeat to skip; it logs the counts.
+func TestStreamPingsSkippedWhileDataFlows(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, api.StreamOptions{PingInterval: 100 * time.Millisecond})
+	busy := f.dialStream(t, bearerHeader(f.keys[asAdmin]))
+	idle := f.dialStream(t, bearerHeader(f.keys[asAdmin]))
+	for _, c := range []*wsClient{busy, idle} {
+		go func() {
+			for {
+				if _, _, err := c.c.Read(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := busy.c.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","id":"s","account_sid":"`+f.a1.SID+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
+	m := streamMetrics(f)
+	for i := 0; metricValue(m, "presencehub_stream_pings_skipped_total") < 5 || metricValue(m, "presencehub_stream_pings_total") < 5; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s of a change every 10 ms to one of two connections, want at least 5 pings (the idle one) and 5 skipped (the busy one):\n%s", m)
+		}
+		f.register(fmt.Sprintf("flow-%d", i%50), "a1.example.com", "udp", hub.Flags{})
+		time.Sleep(10 * time.Millisecond)
+		m = streamMetrics(f)
+	}
+	if got := metricValue(m, "presencehub_stream_connections"); got != 2 {
+		t.Errorf("want both connections open, got %v:\n%s", got, m)
+	}
+	t.Logf("%v of changes every 10 ms to one of 2 connections, pings every 100 ms: %v pings, %v skipped",
+		time.Since(start).Round(time.Millisecond), metricValue(m, "presencehub_stream_pings_total"), metricValue(m, "presencehub_stream_pings_skipped_total"))
+}

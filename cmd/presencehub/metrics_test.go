@@ -61,6 +61,8 @@ func TestMetricsExposition(t *testing.T) {
 		"presencehub_stream_disconnects_total":             counter,
 		"presencehub_stream_slow_disconnects_total":        counter,
 		"presencehub_stream_frames_total":                  counter,
+		"presencehub_stream_pings_total":                   counter,
+		"presencehub_stream_pings_skipped_total":           counter,
 		"presencehub_stream_resync_snapshots_total":        counter,
 		"presencehub_stream_bad_messages_total":            counter,
 		"presencehub_http_rate_limited_total":              counter,
