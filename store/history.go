@@ -344,7 +344,7 @@ func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
 	var rows int64
 	var opened map[sessKey]int64
 	var reload bool
-	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
+	err := h.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		rows, opened, reload, err = execPlan(ctx, tx, p, true)
 		return err
@@ -365,6 +365,22 @@ func (h *History) writeOnce(ctx context.Context, batch []hub.Observed) error {
 	return nil
 }
 
+// inTx runs fn in a transaction on a connection of the pool. When it
+// fails (other than as stale), the writer's prepared statements are dropped
+// from that connection (see dropHistoryStatements).
+func (h *History) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	c, err := h.db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	err = pgx.BeginFunc(ctx, c, fn)
+	if err != nil && !errors.Is(err, errHistoryStale) {
+		dropHistoryStatements(ctx, c.Conn())
+	}
+	return err
+}
+
 // reconcile makes the stored open sessions match the hub: every registered
 // user has an open session with its binding (continued, or opened at the
 // time the hub has it registered since), every other open session is closed
@@ -381,7 +397,7 @@ func (h *History) reconcile(ctx context.Context, pres HistoryPresence) error {
 	// users, keyed by the hub's strings (shared with its snapshot).
 	var open map[sessKey]openSess
 	h.open = nil
-	err := pgx.BeginFunc(ctx, h.db.pool, func(tx pgx.Tx) error {
+	err := h.inTx(ctx, func(tx pgx.Tx) error {
 		// The hub's users are planned against the stored open sessions
 		// (read in this transaction) like changes, and written in chunks
 		// of historyReconcileChunk users: a few statements each, with

@@ -2,11 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/presencehub/presencehub/hub"
 )
@@ -239,91 +242,83 @@ const (
 		RETURNING id, realm, user_name, ended_at = 'infinity'`
 )
 
-// planArgs are the array arguments of a plan's statements, kept between
-// batches so that their backing arrays are reused.
+// planArgs are the parameters of a plan's statements in PostgreSQL's
+// binary form, built by execPlan (see pgArray) and kept between batches so
+// that their buffers are reused.
 type planArgs struct {
-	uID         []int64
-	uRealm      []string
-	uUser       []string
-	uEpoch      []string
-	uRefr       []int32
-	uLast       []pgtype.Timestamptz
-	uExp        []pgtype.Timestamptz
-	uEnd        []pgtype.Timestamptz
-	uCont       []bool
-	uApp        []int16
-	uQueue      []int16
-	uUsr        []int16
-	uReason     []pgtype.Text
-	uSeq        []int64
-	nRealm      []string
-	nUser       []string
-	nContact    []string
-	nProxy      []string
-	nProtocol   []string
-	nStartEpoch []string
-	nEpoch      []string
-	nApp        []int16
-	nQueue      []int16
-	nUsr        []int16
-	nStart      []pgtype.Timestamptz
-	nEnd        []pgtype.Timestamptz
-	nLast       []pgtype.Timestamptz
-	nExp        []pgtype.Timestamptz
-	nReason     []pgtype.Text
-	nRefr       []int32
-	nStartSeq   []int64
-	nSeq        []int64
+	upd     [len(updateOIDs)]pgArray
+	ins     [len(insertOIDs)]pgArray
+	since   []byte
+	guard   []byte
+	params  [][]byte
+	formats []int16
 }
 
-func (a *planArgs) reset() {
-	a.uID = a.uID[:0]
-	a.uRealm = a.uRealm[:0]
-	a.uUser = a.uUser[:0]
-	a.uEpoch = a.uEpoch[:0]
-	a.uRefr = a.uRefr[:0]
-	a.uLast = a.uLast[:0]
-	a.uExp = a.uExp[:0]
-	a.uEnd = a.uEnd[:0]
-	a.uCont = a.uCont[:0]
-	a.uApp = a.uApp[:0]
-	a.uQueue = a.uQueue[:0]
-	a.uUsr = a.uUsr[:0]
-	a.uReason = a.uReason[:0]
-	a.uSeq = a.uSeq[:0]
-	a.nRealm = a.nRealm[:0]
-	a.nUser = a.nUser[:0]
-	a.nContact = a.nContact[:0]
-	a.nProxy = a.nProxy[:0]
-	a.nProtocol = a.nProtocol[:0]
-	a.nStartEpoch = a.nStartEpoch[:0]
-	a.nEpoch = a.nEpoch[:0]
-	a.nApp = a.nApp[:0]
-	a.nQueue = a.nQueue[:0]
-	a.nUsr = a.nUsr[:0]
-	a.nStart = a.nStart[:0]
-	a.nEnd = a.nEnd[:0]
-	a.nLast = a.nLast[:0]
-	a.nExp = a.nExp[:0]
-	a.nReason = a.nReason[:0]
-	a.nRefr = a.nRefr[:0]
-	a.nStartSeq = a.nStartSeq[:0]
-	a.nSeq = a.nSeq[:0]
+// The element types of the arrays of sqlUpdateSessions ($1 to $14) and of
+// sqlInsertSessions ($1 to $16, $18 and $19; $17 and $20 are scalars), in
+// the order of their parameters.
+var (
+	updateOIDs = [...]uint32{oidInt8, oidText, oidText, oidInt4, oidTimestamptz, oidBool, oidTimestamptz,
+		oidInt2, oidInt2, oidInt2, oidTimestamptz, oidText, oidText, oidInt8}
+	insertOIDs = [...]uint32{oidText, oidText, oidText, oidText, oidText, oidInt2, oidInt2, oidInt2,
+		oidTimestamptz, oidTimestamptz, oidText, oidInt4, oidTimestamptz, oidTimestamptz, oidText, oidInt8, oidText, oidInt8}
+)
+
+// The writer's statements are prepared under these names on each
+// connection they run on (pgx.Conn.Prepare, once per connection) and run
+// with pgconn, their parameters passed as bytes.
+const (
+	stmtUpdateSessions = "presencehub_history_update"
+	stmtInsertSessions = "presencehub_history_insert"
+)
+
+// dropHistoryStatements deallocates the writer's prepared statements on c
+// after a failed transaction, as pgx drops its cached statements after an
+// error: a statement PostgreSQL can no longer run as prepared ("cached plan
+// must not change result type" after a schema change) is prepared again by
+// the next attempt. Errors are ignored: a broken connection is closed by
+// the pool.
+func dropHistoryStatements(ctx context.Context, c *pgx.Conn) {
+	for _, name := range [...]string{stmtUpdateSessions, stmtInsertSessions} {
+		_ = c.Deallocate(ctx, name)
+	}
 }
 
 // errHistoryStale says the stored open sessions are not what the writer
 // remembers: the batch was rolled back and is planned again after a reload.
 var errHistoryStale = errors.New("registration history: stored open sessions differ from the writer's memory")
 
-func tsArg(t time.Time) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()} }
-func textArg(s string) pgtype.Text         { return pgtype.Text{String: s, Valid: s != ""} }
+// execPrepared runs the prepared statement name (preparing it on tx's
+// connection first if need be) with params in binary form, calling row
+// with each result row's values (binary; valid only during the call).
+func execPrepared(ctx context.Context, tx pgx.Tx, a *planArgs, name, sql string, params [][]byte, row func([][]byte) error) (pgconn.CommandTag, error) {
+	conn := tx.Conn()
+	sd, err := conn.Prepare(ctx, name, sql)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	for len(a.formats) < len(params) {
+		a.formats = append(a.formats, pgx.BinaryFormatCode)
+	}
+	rr := conn.PgConn().ExecPrepared(ctx, sd.Name, params, a.formats[:len(params)], a.formats[:1])
+	var rowErr error
+	for rr.NextRow() {
+		if rowErr == nil && row != nil {
+			rowErr = row(rr.Values())
+		}
+	}
+	tag, err := rr.Close()
+	if err == nil {
+		err = rowErr
+	}
+	return tag, err
+}
 
 // execPlan writes a plan in tx and returns the rows written, the ids of
 // the new sessions still open, and whether a new session was skipped as
 // already written (the memory must then be reloaded).
 func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows int64, opened map[sessKey]int64, skippedNew bool, err error) {
 	a := &p.args
-	a.reset()
 	// Every statement of the writer finds its rows by index. A daily
 	// partition analyzed while it was empty (or before it grew) would
 	// otherwise be scanned whole for each new session's idempotency probe:
@@ -332,68 +327,112 @@ func execPlan(ctx context.Context, tx pgx.Tx, p *historyPlan, guard bool) (rows 
 	if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
 		return 0, nil, false, err
 	}
+	u, n := &a.upd, &a.ins
+	for i, oid := range updateOIDs {
+		u[i].start(oid)
+	}
+	for i, oid := range insertOIDs {
+		n[i].start(oid)
+	}
+	var nUpd, nIns int64
 	for _, s := range p.touched {
 		if s.id > 0 {
-			a.uID = append(a.uID, s.id)
-			a.uRealm, a.uUser = append(a.uRealm, s.key.realm), append(a.uUser, s.key.user)
-			a.uRefr, a.uLast = append(a.uRefr, s.refreshes), append(a.uLast, tsArg(s.lastRefresh))
-			a.uCont, a.uExp = append(a.uCont, s.cont), append(a.uExp, tsArg(s.expires))
-			a.uApp, a.uQueue, a.uUsr = append(a.uApp, s.app), append(a.uQueue, s.queue), append(a.uUsr, s.user)
-			a.uEnd, a.uReason = append(a.uEnd, tsArg(s.ended)), append(a.uReason, textArg(s.reason))
-			a.uEpoch, a.uSeq = append(a.uEpoch, s.epoch), append(a.uSeq, s.seq)
+			nUpd++
+			u[0].int8(s.id)
+			u[1].text(s.key.realm)
+			u[2].text(s.key.user)
+			u[3].int4(s.refreshes)
+			u[4].timestamptz(s.lastRefresh)
+			u[5].bool(s.cont)
+			u[6].timestamptz(s.expires)
+			u[7].int2(s.app)
+			u[8].int2(s.queue)
+			u[9].int2(s.user)
+			u[10].timestamptz(s.ended)
+			u[11].textOrNull(s.reason)
+			u[12].text(s.epoch)
+			u[13].int8(s.seq)
 			continue
 		}
-		a.nRealm, a.nUser = append(a.nRealm, s.key.realm), append(a.nUser, s.key.user)
-		a.nContact, a.nProxy, a.nProtocol = append(a.nContact, s.contact), append(a.nProxy, s.proxy), append(a.nProtocol, s.protocol)
-		a.nApp, a.nQueue, a.nUsr = append(a.nApp, s.app), append(a.nQueue, s.queue), append(a.nUsr, s.user)
-		a.nStart, a.nEnd, a.nReason = append(a.nStart, tsArg(s.started)), append(a.nEnd, tsArg(s.ended)), append(a.nReason, textArg(s.reason))
-		a.nRefr, a.nLast, a.nExp = append(a.nRefr, s.refreshes), append(a.nLast, tsArg(s.lastRefresh)), append(a.nExp, tsArg(s.expires))
-		a.nStartEpoch, a.nStartSeq = append(a.nStartEpoch, s.startEpoch), append(a.nStartSeq, s.startSeq)
-		a.nEpoch, a.nSeq = append(a.nEpoch, s.epoch), append(a.nSeq, s.seq)
+		nIns++
+		n[0].text(s.key.realm)
+		n[1].text(s.key.user)
+		n[2].text(s.contact)
+		n[3].text(s.proxy)
+		n[4].text(s.protocol)
+		n[5].int2(s.app)
+		n[6].int2(s.queue)
+		n[7].int2(s.user)
+		n[8].timestamptz(s.started)
+		n[9].timestamptz(s.ended)
+		n[10].textOrNull(s.reason)
+		n[11].int4(s.refreshes)
+		n[12].timestamptz(s.lastRefresh)
+		n[13].timestamptz(s.expires)
+		n[14].text(s.startEpoch)
+		n[15].int8(s.startSeq)
+		n[16].text(s.epoch)
+		n[17].int8(s.seq)
 	}
-	if len(a.uID) > 0 {
-		tag, err := tx.Exec(ctx, sqlUpdateSessions, a.uID, a.uRealm, a.uUser, a.uRefr, a.uLast, a.uCont, a.uExp, a.uApp, a.uQueue, a.uUsr, a.uEnd, a.uReason, a.uEpoch, a.uSeq)
+	if nUpd > 0 {
+		a.params = a.params[:0]
+		for i := range u {
+			a.params = append(a.params, u[i].bytes())
+		}
+		tag, err := execPrepared(ctx, tx, a, stmtUpdateSessions, sqlUpdateSessions, a.params, nil)
 		if err != nil {
 			return 0, nil, false, err
 		}
-		if tag.RowsAffected() != int64(len(a.uID)) {
+		if tag.RowsAffected() != nUpd {
 			return 0, nil, false, errHistoryStale
 		}
 		rows += tag.RowsAffected()
 	}
-	if len(a.nRealm) == 0 {
+	if nIns == 0 {
 		return rows, nil, false, nil
 	}
 	since := dayStart(p.minStart).AddDate(0, 0, -1)
-	res, err := tx.Query(ctx, sqlInsertSessions, a.nRealm, a.nUser, a.nContact, a.nProxy, a.nProtocol, a.nApp, a.nQueue, a.nUsr,
-		a.nStart, a.nEnd, a.nReason, a.nRefr, a.nLast, a.nExp, a.nStartEpoch, a.nStartSeq, since, a.nEpoch, a.nSeq, guard)
-	if err != nil {
-		return 0, nil, false, err
+	a.since = pgTimestamptz(a.since[:0], since)
+	a.guard = pgBool(a.guard[:0], guard)
+	a.params = a.params[:0]
+	for i := range n[:16] {
+		a.params = append(a.params, n[i].bytes())
 	}
+	a.params = append(a.params, a.since, n[16].bytes(), n[17].bytes(), a.guard)
 	if p.opened == nil {
 		p.opened = map[sessKey]int64{}
 	}
 	opened = p.opened
 	clear(opened)
-	var n int64
-	for res.Next() {
-		var id int64
-		var k sessKey
-		var open bool
-		if err := res.Scan(&id, &k.realm, &k.user, &open); err != nil {
-			res.Close()
-			return 0, nil, false, err
+	var got int64
+	_, err = execPrepared(ctx, tx, a, stmtInsertSessions, sqlInsertSessions, a.params, func(v [][]byte) error {
+		// id bigint, realm text, user_name text, open bool
+		if len(v) != 4 || len(v[0]) != 8 || len(v[3]) != 1 {
+			return fmt.Errorf("registration history: unexpected row from the insert (%d values)", len(v))
 		}
-		n++
-		if open {
-			opened[k] = id
+		got++
+		if v[3][0] == 0 {
+			return nil
 		}
-	}
-	if err := res.Err(); err != nil {
+		id := int64(binary.BigEndian.Uint64(v[0]))
+		// The planned session of the user is the one just opened: key the
+		// id by its strings rather than by copies of the row's.
+		if s := p.pend[sessKey{bytesString(v[1]), bytesString(v[2])}]; s != nil && s.id == 0 {
+			opened[s.key] = id
+		} else {
+			opened[sessKey{string(v[1]), string(v[2])}] = id
+		}
+		return nil
+	})
+	if err != nil {
 		return 0, nil, false, err
 	}
-	return rows + n, opened, n != int64(len(a.nRealm)), nil
+	return rows + got, opened, got != nIns, nil
 }
+
+// bytesString is b as a string without a copy, for a map lookup only: the
+// string must not outlive b's contents.
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // commitPlan makes dst (the memory) what the committed plan wrote: every
 // user the plan looked at gets its open session, or none.
