@@ -2,13 +2,16 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/presencehub/presencehub/hub"
@@ -314,4 +317,68 @@ func TestHistoryAwkwardValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAwkward("after refreshing, replacing and ending", closed)
+}
+
+// TestHistoryStatementsReprepared changes the type of a column the
+// writer's INSERT returns, which PostgreSQL refuses to run the statement
+// prepared before ("cached plan must not change result type"): the write
+// fails once, the writer drops its statements from the connection, and the
+// retry prepares them again and succeeds (as pgx does with its own cached
+// statements).
+func TestHistoryStatementsReprepared(t *testing.T) {
+	_, u := openTestDB(t)
+	// One connection: the retry runs where the statements were prepared.
+	if strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://") {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := pu.Query()
+		q.Set("pool_max_conns", "1")
+		pu.RawQuery = q.Encode()
+		u = pu.String()
+	} else {
+		u += " pool_max_conns=1"
+	}
+	db := openDB(t, u, testKey)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	h := NewHistory(db, HistoryOptions{Logger: quietLog(), Now: func() time.Time { return now }})
+	if err := h.maintain(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	reg := func(user string, seq uint64) hub.Observed {
+		return hub.Observed{Epoch: "e", Seq: seq, Event: hub.EventRegistered, Time: now, Reg: sipReg(user, "r.example.com", "sip:p", now)}
+	}
+	if err := h.write(ctx, []hub.Observed{reg("a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	sqlExec(t, db, `ALTER TABLE registration_sessions ALTER COLUMN user_name TYPE varchar(200)`)
+	batch := []hub.Observed{reg("b", 2), reg("c", 3)}
+	var pgErr *pgconn.PgError
+	if err := h.write(ctx, batch); !errors.As(err, &pgErr) || pgErr.Code != "0A000" {
+		t.Fatalf("first write after the change: got %v, want the error of a prepared statement whose result type changed (0A000)", err)
+	}
+	// The retry may meet another statement prepared before the change
+	// (pgx's cached one reading the open sessions, which pgx drops after
+	// its error): a few attempts, as Run would make.
+	var err error
+	for range 3 {
+		if err = h.write(ctx, batch); err == nil {
+			break
+		}
+		if !errors.As(err, &pgErr) || pgErr.Code != "0A000" {
+			t.Fatalf("retry: %v", err)
+		}
+	}
+	if err != nil {
+		t.Fatalf("3 retries: %v (a statement was not prepared again)", err)
+	}
+	var n int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM registration_sessions_open`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || len(h.open) != 3 {
+		t.Errorf("got %d open sessions stored and %d in memory, want 3 and 3", n, len(h.open))
+	}
 }
