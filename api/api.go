@@ -228,6 +228,8 @@ type server struct {
 
 	hist     history
 	histOpts HistoryOptions
+
+	flushq flushQueue // runs stream connections' flushes (see flushQueue)
 }
 
 // limiters are the buckets of Limits.

@@ -191,6 +191,11 @@ func (w *leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	conn := &frameConn{Conn: raw, timeout: w.writeTimeout}
+	if sc, ok := raw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			conn.raw = rc
+		}
+	}
 	w.conn = conn
 	br := bufio.NewReaderSize(conn, streamReadBuffer)
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -222,7 +227,8 @@ func (w *leanHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // saturated machine), is not cut off; one that stops is.
 type frameConn struct {
 	net.Conn
-	timeout time.Duration // no progress for this long fails a write; 0: no deadline
+	raw     syscall.RawConn // the socket, for writes that must not wait (trySend); nil: none
+	timeout time.Duration   // no progress for this long fails a write; 0: no deadline
 
 	mu        sync.Mutex
 	closeSent bool
@@ -1010,6 +1016,10 @@ func (sc *streamConn) queue(frame []byte) {
 // signal makes sure a flush runs after this call.
 func (sc *streamConn) signal() {
 	if sc.writing.CompareAndSwap(false, true) {
+		if sc.fc != nil && sc.fc.raw != nil {
+			sc.s.flushq.push(sc) // see flushQueue
+			return
+		}
 		go sc.flush()
 		return
 	}
@@ -1018,11 +1028,13 @@ func (sc *streamConn) signal() {
 
 // flush writes until nothing is queued, then ends. At most one runs at a
 // time (writing); a signal that arrives while it runs sets pending, which
-// makes it go round once more.
+// makes it go round once more. It runs on a goroutine of its own: one
+// started by signal, or one a flushQueue worker handed the connection to
+// (see flushInline).
 func (sc *streamConn) flush() {
 	for {
 		sc.pending.Store(false)
-		if !sc.flushOnce() {
+		if sc.flushOnce(false) != flushOK {
 			return // the connection is being closed; writing stays set
 		}
 		if sc.pending.Load() {
@@ -1035,14 +1047,32 @@ func (sc *streamConn) flush() {
 	}
 }
 
+// flushStatus is how a flush round ended.
+type flushStatus int
+
+const (
+	flushOK      flushStatus = iota // written out
+	flushEnd                        // the connection ends; writing stays set
+	flushHandoff                    // inline only: the round needs waiting, a goroutine of the connection's own now owns the flush
+)
+
 // flushOnce writes the reader's frames first, then drains every
-// subscription; a subscriber that fell behind gets a fresh snapshot. It
-// returns false when the connection must end.
-func (sc *streamConn) flushOnce() bool {
+// subscription; a subscriber that fell behind gets a fresh snapshot.
+// inline is a flushQueue worker's round, which must not wait: whatever
+// would (a socket that takes less than the round's bytes now, a snapshot
+// to build, a close) is handed to a goroutine of the connection's own
+// (flushHandoff).
+func (sc *streamConn) flushOnce(inline bool) flushStatus {
 	sc.mu.Lock()
 	if sc.closed {
 		sc.mu.Unlock()
-		return false
+		return flushEnd
+	}
+	code := sc.closeCode
+	if inline && code != 0 {
+		sc.mu.Unlock()
+		go sc.flush()
+		return flushHandoff
 	}
 	out := sc.out
 	sc.out = nil
@@ -1052,23 +1082,31 @@ func (sc *streamConn) flushOnce() bool {
 	// The flush's own copy of the subscriptions, reused round after round.
 	sc.subsBuf = append(sc.subsBuf[:0], sc.order...)
 	subs := sc.subsBuf
-	code := sc.closeCode
 	sc.mu.Unlock()
-	defer clear(subs) // an ended subscription is not kept until the next round
 	// A client that takes no byte of this round's write for the write
 	// timeout is gone or stuck (see frameConn.send); one that reads slowly
 	// is waited for.
-	if !sc.flushFrames(out, subs) {
-		return false
+	b := newFrameBatch(sc)
+	st := sc.flushFrames(&b, out, subs, inline)
+	clear(subs) // an ended subscription is not kept until the next round
+	if st == flushHandoff {
+		// b (and its pooled buffers) now belong to the goroutine that
+		// writes its rest.
+		go sc.finishFlush(b)
+		return flushHandoff
+	}
+	b.release()
+	if st != flushOK {
+		return st
 	}
 	if code != 0 {
 		sc.mu.Lock()
 		sc.closed = true
 		sc.mu.Unlock()
 		sc.c.Close(code, unauthorizedReason)
-		return false
+		return flushEnd
 	}
-	return true
+	return flushOK
 }
 
 // frameBatch gathers one round's frames for a single write: small frames
@@ -1079,6 +1117,10 @@ type frameBatch struct {
 	buf    []byte
 	bufs   net.Buffers
 	frames uint64
+	// After an inline send (trySend) that did not write everything:
+	tried  bool // the rest is in pooled.w
+	held   bool // the frameConn's lock is held for the rest (part of a frame went out)
+	failed bool // the write failed
 }
 
 func (b *frameBatch) add(prefix, body []byte) {
@@ -1119,7 +1161,13 @@ func (b *frameBatch) send() bool {
 	w := &b.pooled.w
 	*w = b.bufs
 	err := b.sc.fc.writeFrames(w)
-	*w = nil
+	return b.sent(err)
+}
+
+// sent ends a write of the batch: the parts are let go, the frames counted;
+// false when it failed.
+func (b *frameBatch) sent(err error) bool {
+	b.pooled.w = nil
 	clear(b.bufs)
 	b.bufs = b.bufs[:0]
 	if err != nil {
@@ -1131,6 +1179,47 @@ func (b *frameBatch) send() bool {
 	return true
 }
 
+// trySend is send for a flushQueue worker: it writes what the socket takes
+// now. false: some is left (in pooled.w), or the write failed; finish, on a
+// goroutine that may wait, then does the rest.
+func (b *frameBatch) trySend() bool {
+	b.cut()
+	if len(b.bufs) == 0 {
+		return true
+	}
+	w := &b.pooled.w
+	*w = b.bufs
+	held, err := b.sc.fc.trySend(w)
+	if err == nil {
+		return b.sent(nil)
+	}
+	b.tried, b.held, b.failed = true, held, err != errWouldBlock
+	return false
+}
+
+// finish writes what was gathered, or what trySend left, waiting as send
+// does; false when the client took nothing for the write timeout or the
+// write failed.
+func (b *frameBatch) finish() bool {
+	if !b.tried {
+		return b.send()
+	}
+	b.tried = false
+	w := &b.pooled.w
+	var err error
+	switch {
+	case b.failed:
+		b.failed = false
+		err = net.ErrClosed
+	case b.held:
+		b.held = false
+		err = b.sc.fc.finishSend(w)
+	default:
+		err = b.sc.fc.writeFrames(w)
+	}
+	return b.sent(err)
+}
+
 // release gives the pooled buffers back (the byte buffer as it was taken:
 // a burst that outgrew it leaves its bigger buffer to the garbage
 // collector).
@@ -1139,6 +1228,7 @@ func (b *frameBatch) release() {
 		clear(b.bufs)
 		b.pooled.parts = b.bufs[:0]
 	}
+	b.pooled.w = nil
 	batchPool.Put(b.pooled)
 	b.bufs, b.buf, b.pooled = nil, nil, nil
 }
@@ -1153,10 +1243,12 @@ func newFrameBatch(sc *streamConn) frameBatch {
 
 // flushFrames writes one round's frames: the reader's, then every
 // subscription's changes (and its snapshot: the first one, built now, or a
-// fresh one for a subscriber that fell behind), all in one write.
-func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
-	b := newFrameBatch(sc)
-	defer b.release()
+// fresh one for a subscriber that fell behind), all in one write. Inline
+// (a flushQueue worker), it stops at what would take long or wait: a
+// snapshot to build or a subscription that ended (it writes the round so
+// far and hands off; the goroutine's round finds them again, as Next keeps
+// reporting them), and a write the socket does not take whole now.
+func (sc *streamConn) flushFrames(b *frameBatch, out [][]byte, subs []*streamSub, inline bool) flushStatus {
 	for _, f := range out {
 		b.add(nil, f)
 	}
@@ -1170,15 +1262,18 @@ func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
 			if ended { // unsubscribed or revoked meanwhile
 				continue
 			}
+			if inline {
+				return flushHandoff // its write, then what follows, on the goroutine
+			}
 			if ss.sub.Revoked() { // the realm changed hands: an error frame, next round
 				sc.endSub(ss)
 				continue
 			}
 			if !b.send() {
-				return false
+				return flushEnd
 			}
 			sc.c.Close(websocket.StatusGoingAway, "server shutting down")
-			return false
+			return flushEnd
 		}
 		for _, it := range sc.items {
 			p := ss.prefix
@@ -1189,6 +1284,9 @@ func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
 		}
 		clear(sc.items)
 		if resync {
+			if inline {
+				return flushHandoff
+			}
 			sc.mu.Lock()
 			first, notResumed := ss.first, ss.notResumed
 			if first {
@@ -1203,14 +1301,23 @@ func (sc *streamConn) flushFrames(out [][]byte, subs []*streamSub) bool {
 			// at most one snapshot at a time.
 			b.add(nil, snapshotFrame(ss, ss.sub.Resnapshot(), notResumed, !first))
 			if !b.send() {
-				return false
+				return flushEnd
 			}
 		}
 	}
 	if cap(sc.items) > 1024 {
 		sc.items = nil
 	}
-	return b.send()
+	if inline {
+		if !b.trySend() {
+			return flushHandoff
+		}
+		return flushOK
+	}
+	if !b.send() {
+		return flushEnd
+	}
+	return flushOK
 }
 
 // slow disconnects a client that could not take its frames in time (1008).

@@ -58,7 +58,7 @@ func BenchmarkFlushRound(b *testing.B) {
 		r := reg
 		r.Contact = "sip:alice@192.168.1.20:5060;ts=" + strconv.Itoa(i)
 		h.Update(hub.Update{AOR: "alice@" + realm, Reg: &r})
-		if !sc.flushOnce() {
+		if sc.flushOnce(false) != flushOK {
 			b.Fatal("the flush round failed")
 		}
 	}

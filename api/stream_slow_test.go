@@ -206,3 +206,52 @@ func TestStreamPingsSkippedWhileDataFlows(t *testing.T) {
 	t.Logf("%v of changes every 10 ms to one of 2 connections, pings every 100 ms: %v pings, %v skipped",
 		time.Since(start).Round(time.Millisecond), metricValue(m, "presencehub_stream_pings_total"), metricValue(m, "presencehub_stream_pings_skipped_total"))
 }
+
+// TestStreamStuckClientsDelayNoOne: the flushes of all connections run on a
+// few workers (as many as GOMAXPROCS) that must never wait for a client.
+// More clients than there are workers stop reading with their buffers
+// full; a client that reads must still get every change at once, not
+// after the write timeout closes the stuck ones (a worker waiting on a
+// stuck socket would hold it up until then).
+func TestStreamStuckClientsDelayNoOne(t *testing.T) {
+	t.Parallel()
+	const (
+		timeout = 2 * time.Minute // the stuck clients are not closed during the test
+		stuck   = 8               // more than the workers
+		changes = 200
+	)
+	f := newFixtureSocket(t, api.StreamOptions{WriteTimeout: timeout}, 4096)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sub := []byte(`{"type":"subscribe","id":"s","account_sid":"` + f.a1.SID + `"}`)
+	dial := func(hc *http.Client) *websocket.Conn {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.url, "http")+"/v1/stream",
+			&websocket.DialOptions{HTTPClient: hc, HTTPHeader: bearerHeader(f.keys[asAdmin])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		if err := c.Write(ctx, websocket.MessageText, sub); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for range stuck {
+		dial(smallBufferClient(4096)) // never read
+	}
+	c := dial(nil)
+	if _, _, err := c.Read(ctx); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	// Big enough changes that the stuck clients' buffers fill early.
+	for i := range changes {
+		f.register(fmt.Sprintf("stuck-%03d-%s", i, strings.Repeat("x", 200)), "a1.example.com", "udp", hub.Flags{})
+	}
+	readCtx, readCancel := context.WithTimeout(ctx, 30*time.Second) // far less than the write timeout
+	defer readCancel()
+	for got := range changes {
+		if _, _, err := c.Read(readCtx); err != nil {
+			t.Fatalf("the reading client got %d of %d changes, then: %v (stuck clients held it up)\nmetrics:\n%s", got, changes, err, streamMetrics(f))
+		}
+	}
+}
