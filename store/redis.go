@@ -170,6 +170,8 @@ type RedisSource struct {
 	// warned holds the malformed keys already logged; only the goroutine
 	// running Watch touches it.
 	warned map[string]struct{}
+	// reader is what readKeys reuses from one batch to the next.
+	reader keyReader
 
 	m struct {
 		notifications, reads, malformed, resyncs, reconnects atomic.Uint64
@@ -918,70 +920,6 @@ func raiseGCPercent() (restore func()) {
 type keyState struct {
 	aor string
 	reg *hub.Registration
-}
-
-// readKeys reads keys with one pipeline of GET and PTTL each.
-func (s *RedisSource) readKeys(ctx context.Context, keys []string) ([]keyState, error) {
-	gets := make([]*redis.StringCmd, len(keys))
-	ttls := make([]*redis.DurationCmd, len(keys))
-	// The commands' arguments share one backing array and each key is boxed
-	// once for both commands: p.Get and p.PTTL would allocate two argument
-	// slices and box the key twice, 3 allocations per key more.
-	args := make([]any, 4*len(keys))
-	cmds := make([]redis.Cmder, 2*len(keys))
-	for i, k := range keys {
-		a := args[4*i : 4*i+4 : 4*i+4]
-		var key any = k
-		a[0], a[1], a[2], a[3] = "get", key, "pttl", key
-		gets[i] = redis.NewStringCmd(ctx, a[0:2:2]...)
-		ttls[i] = redis.NewDurationCmd(ctx, time.Millisecond, a[2:4:4]...)
-		cmds[2*i], cmds[2*i+1] = gets[i], ttls[i]
-	}
-	now := time.Now() // before the round trip: the deadline errs on the early side
-	// Each command's own error is looked at below; the pipeline's first
-	// error could be a harmless redis.Nil hiding a broken connection.
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		return p.BatchProcess(ctx, cmds...)
-	})
-	s.m.reads.Add(uint64(len(keys)))
-	out := make([]keyState, len(keys))
-	for i, key := range keys {
-		if user, realm, ok := aorOfKey(key); ok {
-			out[i].aor = aorIn(key, user, realm)
-		}
-		val, gerr := gets[i].Bytes()
-		ttl, terr := ttls[i].Result()
-		switch {
-		case gerr != nil && !isReplyError(gerr):
-			return nil, fmt.Errorf("redis %s: get: %w", s.addr, gerr)
-		case terr != nil && !isReplyError(terr):
-			return nil, fmt.Errorf("redis %s: pttl: %w", s.addr, terr)
-		case errors.Is(gerr, redis.Nil):
-			s.notMalformed(key)
-		case gerr != nil && redis.HasErrorPrefix(gerr, "WRONGTYPE"): // (it allocates even for nil)
-			s.malformed(key, "the key is not a string (a hash, list or set?)")
-		case gerr != nil:
-			return nil, fmt.Errorf("redis %s: get %s: %w", s.addr, key, gerr)
-		case terr != nil:
-			return nil, fmt.Errorf("redis %s: pttl %s: %w", s.addr, key, terr)
-		case ttl == -1:
-			// An SBC always writes with SETEX; a key that never lapses
-			// would show a ghost registration forever.
-			s.malformed(key, "the key has no TTL")
-		case ttl <= 0:
-			s.notMalformed(key) // lapsed between GET and PTTL
-		default:
-			reg, err := parseRecord(key, val)
-			if err != nil {
-				s.malformed(key, err.Error())
-				continue
-			}
-			s.notMalformed(key)
-			reg.Deadline = now.Add(ttl)
-			out[i].reg = &reg
-		}
-	}
-	return out, nil
 }
 
 // aorIn is user@realm: the key's own tail when its realm is already folded

@@ -56,11 +56,11 @@ func parseRecord(key string, value []byte) (hub.Registration, error) {
 	if len(v) == 0 || v[0] != '{' {
 		return hub.Registration{}, errors.New("value is not a JSON object")
 	}
-	var rec recordJSON
-	if parseRecordFast(v, &rec) {
-		return recordOf(user, realm, &rec, true), nil
+	var fast recordJSON // on the stack: json.Unmarshal's would escape
+	if parseRecordFast(v, &fast) {
+		return recordOf(user, realm, &fast, true), nil
 	}
-	rec = recordJSON{}
+	var rec recordJSON
 	if err := json.Unmarshal(v, &rec); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
