@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"unicode/utf8"
 )
 
@@ -12,6 +13,38 @@ import (
 // wrong type, malformed JSON), and the caller then uses json.Unmarshal,
 // which also gives the error. A cold start parses every record once.
 func parseRecordFast(v []byte, rec *recordJSON) bool {
+	var raw rawStrings
+	if !parseRecordRaw(v, rec, &raw) {
+		return false
+	}
+	rec.Contact, rec.Proxy = twoStrings(raw.contact, raw.proxy)
+	return true
+}
+
+// rawStrings are the fields parseRecordFast copies out of the value, as
+// they lie in it, until it is done: the contact and the proxy (the other
+// strings are interned).
+type rawStrings struct {
+	contact, proxy []byte
+}
+
+// twoStrings copies a and b into one allocation: a registration's contact
+// and proxy live as long as each other, and a change costs one allocation
+// less.
+func twoStrings(a, b []byte) (string, string) {
+	if len(a)+len(b) == 0 {
+		return "", ""
+	}
+	var sb strings.Builder
+	sb.Grow(len(a) + len(b))
+	sb.Write(a)
+	sb.Write(b)
+	s := sb.String()
+	return s[:len(a)], s[len(a):]
+}
+
+// parseRecordRaw is parseRecordFast but for the fields raw receives.
+func parseRecordRaw(v []byte, rec *recordJSON, raw *rawStrings) bool {
 	i := skipSpace(v, 0)
 	if i >= len(v) || v[i] != '{' {
 		return false
@@ -34,7 +67,7 @@ func parseRecordFast(v []byte, rec *recordJSON) bool {
 		if !ok {
 			return false
 		}
-		if !rec.set(key, val) {
+		if !rec.set(key, val, raw) {
 			return false
 		}
 		i = skipSpace(v, next)
@@ -54,12 +87,11 @@ func parseRecordFast(v []byte, rec *recordJSON) bool {
 
 // set stores one member's raw value (a plain string with its quotes, a
 // number, true, false or null) as json.Unmarshal would, or reports false.
-func (rec *recordJSON) set(key, val []byte) bool {
-	var s *string
-	interned := true // a field recordOf interns: see internBytes
+func (rec *recordJSON) set(key, val []byte, raw *rawStrings) bool {
+	var s *string // a field recordOf interns: see internBytes
 	switch string(key) {
 	case "contact":
-		s, interned = &rec.Contact, false
+		return raw.set(&raw.contact, val)
 	case "sbcAddress":
 		s = &rec.SBCAddress
 	case "privateSbcAddress":
@@ -67,7 +99,7 @@ func (rec *recordJSON) set(key, val []byte) bool {
 	case "protocol":
 		s = &rec.Protocol
 	case "proxy":
-		s, interned = &rec.Proxy, false
+		return raw.set(&raw.proxy, val)
 	case "callHook":
 		return rec.CallHook.set(val)
 	case "callStatusHook":
@@ -91,12 +123,21 @@ func (rec *recordJSON) set(key, val []byte) bool {
 	}
 	switch val[0] {
 	case '"':
-		if interned {
-			*s = internBytes(val[1 : len(val)-1])
-		} else {
-			*s = string(val[1 : len(val)-1])
-		}
+		*s = internBytes(val[1 : len(val)-1]) // the fields left here are interned
 	case 'n': // null leaves a string as it is
+	default: // a number or boolean where a string belongs
+		return false
+	}
+	return true
+}
+
+// set keeps a plain string's text (without its quotes) in *dst, or leaves
+// it for a null, as json.Unmarshal would.
+func (*rawStrings) set(dst *[]byte, val []byte) bool {
+	switch val[0] {
+	case '"':
+		*dst = val[1 : len(val)-1]
+	case 'n':
 	default: // a number or boolean where a string belongs
 		return false
 	}
