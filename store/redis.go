@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -784,6 +785,7 @@ func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) 
 		if b.err != nil {
 			return b.err
 		}
+		ready = slices.Grow(ready, len(b.states))
 		for _, st := range b.states {
 			if st.aor != "" {
 				ready = append(ready, hub.Update{AOR: st.aor, Reg: st.reg})
@@ -792,15 +794,24 @@ func (s *RedisSource) drain(ctx context.Context, sink hub.Sink, p *pendingKeys) 
 		return nil
 	}
 	for {
-		if reading == nil && len(ready) < redisNotifiedBatch {
-			read(redisNotifiedBatch - len(ready))
-		}
-		if reading == nil && len(ready) == 0 {
-			return nil
-		}
-		if reading != nil {
+		switch {
+		case reading != nil:
 			if err := got(<-reading); err != nil {
 				return err
+			}
+		case len(ready) < redisNotifiedBatch:
+			// Nothing is being applied, so nothing to read alongside:
+			// read here, without a goroutine and its wake-ups (at 5,000
+			// changes/s most batches are read this way, a few keys each).
+			keys := p.take(redisNotifiedBatch - len(ready))
+			if len(keys) == 0 && len(ready) == 0 {
+				return nil
+			}
+			if len(keys) > 0 {
+				st, err := s.readKeys(ctx, keys)
+				if err := got(batch{st, err}); err != nil {
+					return err
+				}
 			}
 		}
 		if ctx.Err() != nil {
@@ -956,6 +967,7 @@ type pendingKeys struct {
 	mu    sync.Mutex
 	set   map[string]struct{}
 	queue []string
+	taken []string // what take returned last
 	wake  chan struct{}
 }
 
@@ -976,16 +988,25 @@ func (p *pendingKeys) add(key string) {
 	}
 }
 
-// take removes and returns up to max keys, oldest first. A key notified
-// again after being taken is added again, and so read again.
-func (p *pendingKeys) take(max int) []string {
+// take removes and returns up to limit keys, oldest first. A key notified
+// again after being taken is added again, and so read again. The slice is
+// valid until the next take (drain reads one batch at a time).
+func (p *pendingKeys) take(limit int) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := min(max, len(p.queue))
+	n := min(limit, len(p.queue))
 	if n == 0 {
 		return nil
 	}
-	out := make([]string, n)
+	out := p.taken
+	if cap(out) < n {
+		out = make([]string, n, max(n, min(2*cap(out), redisNotifiedBatch)))
+	}
+	if n < len(out) {
+		clear(out[n:]) // no keys of the last batch kept alive
+	}
+	out = out[:n]
+	p.taken = out
 	copy(out, p.queue)
 	for _, k := range out {
 		delete(p.set, k)

@@ -274,3 +274,37 @@ func TestReadKeysErrors(t *testing.T) {
 		t.Errorf("readKeys after a failed read: %v, %v, want the registration (the failed batch left nothing behind)", st, err)
 	}
 }
+
+// TestPendingKeysTake: keys come out oldest first, once each however often
+// they were notified, up to the limit; a key notified again after it was
+// taken comes out again; the slice handed out is reused but keeps no key of
+// an earlier, longer batch beyond its length.
+func TestPendingKeysTake(t *testing.T) {
+	p := newPendingKeys()
+	for _, k := range []string{"a", "b", "a", "c", "b", "d"} {
+		p.add(k)
+	}
+	steps := []struct {
+		add   []string
+		limit int
+		want  string
+	}{
+		{limit: 3, want: "a b c"},
+		{add: []string{"a"}, limit: 10, want: "d a"},
+		{limit: 10, want: ""},
+		{add: []string{"e", "f", "g"}, limit: 1, want: "e"},
+		{limit: 5, want: "f g"},
+	}
+	for i, st := range steps {
+		for _, k := range st.add {
+			p.add(k)
+		}
+		got := p.take(st.limit)
+		if s := strings.Join(got, " "); s != st.want {
+			t.Fatalf("step %d: take(%d) = %q, want %q", i, st.limit, s, st.want)
+		}
+		if tail := got[len(got):cap(got)]; len(got) > 0 && strings.Join(tail, "") != "" {
+			t.Errorf("step %d: the slice still holds %q past its length", i, tail)
+		}
+	}
+}
