@@ -126,7 +126,7 @@ func newRedisClient(opts RedisOptions) (*redis.Client, string, int, error) {
 // RedisMetrics are the counters of a RedisSource.
 type RedisMetrics struct {
 	Notifications      uint64        // keyspace notifications received
-	Reads              uint64        // keys read (GET + PTTL), in resyncs and after notifications
+	Reads              uint64        // keys read (value and PTTL), in resyncs and after notifications
 	Malformed          uint64        // reads skipped because the key or its value was malformed
 	MalformedKeys      int           // keys currently skipped as malformed
 	Resyncs            uint64        // full loads handed to the sink
