@@ -668,11 +668,6 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 		defer t.Stop()
 		tick = t.C
 	}
-	// See redisGather.
-	gather := time.NewTimer(time.Hour)
-	gather.Stop()
-	defer gather.Stop()
-	var drained time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -682,34 +677,12 @@ func (s *RedisSource) session(ctx context.Context, sink hub.Sink) (synced bool, 
 				return true, err
 			}
 		case <-p.wake:
-			if time.Since(drained) < redisGatherBusy {
-				gather.Reset(redisGather)
-				select {
-				case <-ctx.Done():
-					return true, context.Cause(ctx)
-				case <-gather.C:
-				}
-			}
 			if err := s.drain(ctx, sink, p); err != nil {
 				return true, err
 			}
-			drained = time.Now()
 		}
 	}
 }
-
-// redisGather is how long the watch lets notifications gather before it
-// reads them when the stream is busy (the last batch was done less than
-// redisGatherBusy ago): a batch costs a round trip to Redis, its syscalls
-// and goroutine wake-ups, and a sink.Update (a round trip to the hub's
-// goroutine) whatever its size, and at 5,000 changes/s a batch read at once
-// held 2 to 4 keys; gathered, 6 to 7, for about a quarter less CPU of the
-// watch. A change is delivered up to redisGather later under load; a quiet
-// stream is read at once.
-const (
-	redisGather     = time.Millisecond
-	redisGatherBusy = 20 * time.Millisecond
-)
 
 // waitSubscribed waits for Redis to confirm the subscription: only then are
 // events published to us, so only then may the current state be read.
