@@ -38,13 +38,7 @@ func benchRegistrations(b *testing.B, rdb *redis.Client) int {
 	for start := 0; start < n; start += chunk {
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i := start; i < min(n, start+chunk); i++ {
-				user := fmt.Sprintf("u%07d", i)
-				rec := SBCRecord{
-					Contact:    fmt.Sprintf("sip:%s@10.%d.%d.%d:%d;transport=ws", user, i>>16&255, i>>8&255, i&255, 40000+i%20000),
-					SBCAddress: "192.0.2.10:8443", PrivateSBCAddress: "10.0.0.10:5060", Protocol: "wss",
-					Proxy:          fmt.Sprintf("sip:203.0.113.%d:%d", 1+i%254, 1024+i%60000),
-					AllowDirectApp: true, AllowDirectUser: true,
-				}
+				user, rec := benchRecord(i)
 				if _, err := RegisterAsSBC(ctx, p, user, fmt.Sprintf("r%04d.bench.invalid", i%100), rec, 2*time.Hour); err != nil {
 					return err
 				}
@@ -141,14 +135,7 @@ func BenchmarkReadKeys(b *testing.B) {
 	keys := make([]string, n)
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := range keys {
-			// The shape presencehub-bench stream writes.
-			user := fmt.Sprintf("u%07d", i)
-			rec := SBCRecord{
-				Contact:    fmt.Sprintf("sip:%s@10.%d.%d.%d:%d;transport=ws", user, i>>16&255, i>>8&255, i&255, 40000+i%20000),
-				SBCAddress: "192.0.2.10:8443", PrivateSBCAddress: "10.0.0.10:5060", Protocol: "wss",
-				Proxy:          fmt.Sprintf("sip:203.0.113.%d:%d", 1+i%254, 1024+i%60000),
-				AllowDirectApp: true, AllowDirectUser: true,
-			}
+			user, rec := benchRecord(i)
 			if _, err := RegisterAsSBC(ctx, p, user, "r0001.bench.invalid", rec, 2*time.Hour); err != nil {
 				return err
 			}
@@ -184,5 +171,17 @@ func BenchmarkReadKeys(b *testing.B) {
 			}
 			b.ReportMetric(float64((processCPU(b)-c0).Nanoseconds())/float64(b.N)/float64(size), "cpu-ns/key")
 		})
+	}
+}
+
+// benchRecord is the i-th registration of the benchmarks: the shape
+// presencehub-bench stream writes (contact, proxy, SBC addresses, flags).
+func benchRecord(i int) (user string, rec SBCRecord) {
+	user = fmt.Sprintf("u%07d", i)
+	return user, SBCRecord{
+		Contact:    fmt.Sprintf("sip:%s@10.%d.%d.%d:%d;transport=ws", user, i>>16&255, i>>8&255, i&255, 40000+i%20000),
+		SBCAddress: "192.0.2.10:8443", PrivateSBCAddress: "10.0.0.10:5060", Protocol: "wss",
+		Proxy:          fmt.Sprintf("sip:203.0.113.%d:%d", 1+i%254, 1024+i%60000),
+		AllowDirectApp: true, AllowDirectUser: true,
 	}
 }
