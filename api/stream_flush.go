@@ -28,13 +28,17 @@ type flushQueue struct {
 	q       []*streamConn
 	head    int
 	workers int
+	max     int // GOMAXPROCS, read when the first worker starts (reading it takes the scheduler's lock)
 }
 
 // push queues sc, whose writing flag the caller has set.
 func (f *flushQueue) push(sc *streamConn) {
 	f.mu.Lock()
 	f.q = append(f.q, sc)
-	start := f.workers < runtime.GOMAXPROCS(0)
+	if f.workers == 0 {
+		f.max = runtime.GOMAXPROCS(0)
+	}
+	start := f.workers < f.max
 	if start {
 		f.workers++
 	}
