@@ -397,10 +397,11 @@ func (s *server) streamPrincipal(r *http.Request) (p store.Principal, cred crede
 }
 
 // streamConn is one websocket connection. Its only long-lived goroutine is
-// the one reading client frames. Writing happens in a goroutine started on
-// demand when there is something to send and ended when the queues are
-// empty, so an idle connection costs no writer stack; pings run from a
-// runtime timer the same way.
+// the one reading client frames. Writing happens when there is something
+// to send, on a flush worker (flushQueue) or, when the client makes it
+// wait, a goroutine started for it and ended when the queues are empty, so
+// an idle connection costs no writer stack; pings run from a runtime timer
+// the same way.
 type streamConn struct {
 	s    *server
 	c    *websocket.Conn
@@ -408,7 +409,7 @@ type streamConn struct {
 	cred credential
 	key  *keyConns // the key's socket count and subscribe bucket
 
-	writing  atomic.Bool // a flush goroutine is running
+	writing  atomic.Bool // a flush is queued or running (one at a time: worker or goroutine)
 	pending  atomic.Bool // more was queued while it ran
 	ping     *time.Timer
 	lastBeat atomic.Int64 // unix ns of the last heartbeat (0: none yet)
@@ -427,7 +428,7 @@ type streamConn struct {
 	closed    bool
 	closeCode websocket.StatusCode // when set, the writer closes with it after writing out
 
-	// owned by the flush goroutine (one at a time)
+	// owned by the running flush (one at a time)
 	items   []hub.Item
 	subsBuf []*streamSub
 }
