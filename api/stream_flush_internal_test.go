@@ -66,6 +66,7 @@ func TestTrySend(t *testing.T) {
 		{name: "several parts go out whole", data: [][]byte{[]byte("a"), []byte("bc"), []byte("def")}},
 		{name: "more than the socket takes: part, lock held", data: [][]byte{big}, wantErr: errWouldBlock, wantHeld: true, wantRest: true},
 		{name: "parts, more than the socket takes", data: [][]byte{[]byte("head"), big, []byte("tail")}, wantErr: errWouldBlock, wantHeld: true, wantRest: true},
+		{name: "more parts than one writev takes (16): the first 16, lock held", data: manyParts(20), wantErr: errWouldBlock, wantHeld: true, wantRest: true},
 		{name: "lock taken: nothing written, not waited for", data: [][]byte{[]byte("x")}, locked: true, wantErr: errWouldBlock, wantRest: true},
 		{name: "after a close frame nothing goes out", data: [][]byte{[]byte("x")}, closeSent: true, wantErr: net.ErrClosed, wantRest: true},
 	}
@@ -173,4 +174,13 @@ func toBytes(s []string) [][]byte {
 		out = append(out, []byte(x))
 	}
 	return out
+}
+
+// manyParts is n small parts of distinct bytes.
+func manyParts(n int) [][]byte {
+	parts := make([][]byte, n)
+	for i := range parts {
+		parts[i] = []byte{byte('a' + i%26), byte('A' + i%26)}
+	}
+	return parts
 }
