@@ -615,20 +615,10 @@ func (sc *streamConn) rearmPing() {
 // pings as before.
 func (sc *streamConn) ackedSince(since int64) bool {
 	fc := sc.fc
-	if fc == nil || fc.inflight.Load() || fc.lastWrite.Load() <= since {
-		return false
+	if fc == nil || fc.raw == nil || fc.lastWrite.Load() <= since {
+		return false // no socket to ask, or no data to go by: no ioctl
 	}
-	sys, ok := fc.Conn.(interface {
-		SyscallConn() (syscall.RawConn, error)
-	})
-	if !ok {
-		return false
-	}
-	rc, err := sys.SyscallConn()
-	if err != nil {
-		return false
-	}
-	outq, err := sendQueue(rc)
+	outq, err := sendQueue(fc.raw)
 	return pingSkippable(fc.lastWrite.Load(), since, fc.inflight.Load(), outq, err)
 }
 
@@ -1119,9 +1109,9 @@ type frameBatch struct {
 	bufs   net.Buffers
 	frames uint64
 	// After an inline send (trySend) that did not write everything:
-	tried  bool // the rest is in pooled.w
-	held   bool // the frameConn's lock is held for the rest (part of a frame went out)
-	failed bool // the write failed
+	tried bool  // the rest is in pooled.w
+	held  bool  // the frameConn's lock is held for the rest (part of a frame went out)
+	err   error // the write failed with it
 }
 
 func (b *frameBatch) add(prefix, body []byte) {
@@ -1194,7 +1184,10 @@ func (b *frameBatch) trySend() bool {
 	if err == nil {
 		return b.sent(nil)
 	}
-	b.tried, b.held, b.failed = true, held, err != errWouldBlock
+	b.tried, b.held = true, held
+	if err != errWouldBlock {
+		b.err = err
+	}
 	return false
 }
 
@@ -1209,9 +1202,8 @@ func (b *frameBatch) finish() bool {
 	w := &b.pooled.w
 	var err error
 	switch {
-	case b.failed:
-		b.failed = false
-		err = net.ErrClosed
+	case b.err != nil:
+		err, b.err = b.err, nil
 	case b.held:
 		b.held = false
 		err = b.sc.fc.finishSend(w)
