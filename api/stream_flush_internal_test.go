@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -162,18 +163,10 @@ func TestConsume(t *testing.T) {
 		for _, b := range bufs {
 			got = append(got, string(b))
 		}
-		if len(got) != len(tt.want) || (len(got) > 0 && string(bytes.Join(bufs, nil)) != string(bytes.Join(toBytes(tt.want), nil))) {
+		if !slices.Equal(got, tt.want) {
 			t.Errorf("consume(%d): got %q, want %q", tt.n, got, tt.want)
 		}
 	}
-}
-
-func toBytes(s []string) [][]byte {
-	var out [][]byte
-	for _, x := range s {
-		out = append(out, []byte(x))
-	}
-	return out
 }
 
 // manyParts is n small parts of distinct bytes.
